@@ -1,0 +1,426 @@
+"""Shared machinery of every method and metric: input checks, the guest-in-the-run guard, embedding.
+
+Every public method and metric opens a :func:`pair_context`. Inside it:
+
+* the inputs have been validated (shape, dtype, device) and replaced by detached clones that are
+  ordinary (non-inference) tensors, so gradients can be taken even when the caller is under
+  ``torch.inference_mode()``;
+* every ``nn.Module`` reachable from ``model`` is in eval mode (no BatchNorm statistics are updated,
+  dropout is off); the per-submodule ``training`` flags are restored on exit, also after an exception;
+* gradients are enabled and inference mode is off;
+* the global torch RNG is forked, so whatever runs inside cannot shift the caller's random stream
+  (methods draw their own randomness from :meth:`PairContext.generator`).
+
+Gradients are only ever taken with :func:`torch.autograd.grad` with respect to inputs or
+activations, so parameter ``.grad`` buffers are never written.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Union, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from lightning_explain.explanation import PairExplanation
+from lightning_explain.similarity import SimilarityFn, resolve_similarity
+
+__all__ = [
+    "Model",
+    "PairContext",
+    "pair_context",
+    "check_pair",
+    "check_heatmap",
+    "find_modules",
+    "finalize_maps",
+    "upsample_maps",
+    "gaussian_blur",
+    "guided_relu",
+    "removable_hooks",
+    "DEFAULT_CHUNK",
+]
+
+Model = Union[nn.Module, Callable[[Tensor], Tensor]]
+"""An embedding model: maps ``(B, C, H, W)`` images to ``(B, D)`` embeddings."""
+
+DEFAULT_CHUNK = 64
+"""Default number of images per forward pass for perturbation methods and metrics."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Input validation
+
+
+def _describe(t: object) -> str:
+    if isinstance(t, Tensor):
+        return f"a {t.dtype} tensor of shape {tuple(t.shape)} on {t.device}"
+    return f"an object of type {type(t).__name__}"
+
+
+def check_pair(x1: object, x2: object, *, owner: str = "explain") -> tuple[Tensor, Tensor]:
+    """Validate an image pair batch and return it.
+
+    Raises:
+        TypeError: if an input is not a floating-point tensor.
+        ValueError: for a wrong number of dimensions, a shape or device mismatch, or an empty batch.
+    """
+    for name, x in (("x1", x1), ("x2", x2)):
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"`{owner}`: expected `{name}` to be a float tensor of shape (B, C, H, W), "
+                f"but got {_describe(x)}."
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"`{owner}`: expected `{name}` to be a floating-point tensor, but got dtype "
+                f"{x.dtype}. Convert images with `x.float() / 255` or torchvision's `ToTensor`."
+            )
+        if x.ndim != 4:
+            hint = " Add a batch dimension with `x.unsqueeze(0)`." if x.ndim == 3 else ""
+            raise ValueError(
+                f"`{owner}`: expected `{name}` of shape (B, C, H, W) (4 dimensions), but got "
+                f"shape {tuple(x.shape)} ({x.ndim} dimensions).{hint}"
+            )
+    x1, x2 = cast(Tensor, x1), cast(Tensor, x2)
+    if x1.shape != x2.shape:
+        raise ValueError(
+            f"`{owner}`: expected `x1` and `x2` to have the same shape (B, C, H, W), but got "
+            f"{tuple(x1.shape)} and {tuple(x2.shape)}. Resize both views to one size."
+        )
+    if x1.device != x2.device:
+        raise ValueError(
+            f"`{owner}`: expected `x1` and `x2` on the same device, but got {x1.device} and "
+            f"{x2.device}. Move both with `.to(device)`."
+        )
+    if x1.shape[0] == 0:
+        raise ValueError(f"`{owner}`: expected at least one pair, but got an empty batch.")
+    return x1, x2
+
+
+def check_heatmap(h: object, x: Tensor, *, name: str, owner: str) -> Tensor:
+    """Validate a ``(B, h, w)`` heatmap for image batch ``x``; return it as float on ``x``'s device.
+
+    Lower-resolution maps are allowed (they are upsampled by the caller); the batch size must match.
+
+    Raises:
+        TypeError: if ``h`` is not a tensor.
+        ValueError: for a wrong shape or non-finite values.
+    """
+    if not isinstance(h, Tensor):
+        raise TypeError(f"`{owner}`: expected `{name}` to be a tensor, but got {_describe(h)}.")
+    if h.ndim == 4 and h.shape[1] == 1:
+        h = h[:, 0]
+    if h.ndim != 3 or h.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"`{owner}`: expected `{name}` of shape (B, H, W) with B={x.shape[0]} (images are "
+            f"{tuple(x.shape)}), but got shape {tuple(h.shape)}."
+        )
+    if h.shape[1] > x.shape[2] or h.shape[2] > x.shape[3]:
+        raise ValueError(
+            f"`{owner}`: expected `{name}` no larger than the images ({x.shape[2]}x{x.shape[3]}), "
+            f"but got {h.shape[1]}x{h.shape[2]}."
+        )
+    h = h.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    if not torch.isfinite(h).all():
+        raise ValueError(
+            f"`{owner}`: expected `{name}` to be finite, but it contains NaN or infinite values."
+        )
+    return h
+
+
+# --------------------------------------------------------------------------------------------------
+# Modules reachable from a model callable
+
+
+def find_modules(model: object) -> list[nn.Module]:
+    """Return the ``nn.Module`` objects a model callable runs: the model itself, the owner of a bound
+    method, the function and arguments of a ``functools.partial``, and modules captured in a closure.
+    """
+    found: list[nn.Module] = []
+    seen: set[int] = set()
+
+    def visit(obj: object, depth: int) -> None:
+        if depth > 3 or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, nn.Module):
+            found.append(obj)
+            return
+        if isinstance(obj, functools.partial):
+            visit(obj.func, depth + 1)
+            for a in (*obj.args, *obj.keywords.values()):
+                visit(a, depth + 1)
+            return
+        owner = getattr(obj, "__self__", None)
+        if owner is not None:
+            visit(owner, depth + 1)
+        closure = getattr(obj, "__closure__", None) or ()
+        for cell in closure:
+            try:
+                visit(cell.cell_contents, depth + 1)
+            except ValueError:  # empty cell
+                continue
+
+    visit(model, 0)
+    return found
+
+
+@contextmanager
+def _eval_mode(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Put every submodule in eval mode; restore each submodule's own flag on exit."""
+    flags = [(m, m.training) for root in modules for m in root.modules()]
+    try:
+        for root in modules:
+            root.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+# --------------------------------------------------------------------------------------------------
+# Hooks
+
+
+@contextmanager
+def removable_hooks() -> Iterator[list[RemovableHandle]]:
+    """Collect hook handles in a list; every handle is removed on exit, also after an exception."""
+    handles: list[RemovableHandle] = []
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _positive_grad_hook(
+    module: nn.Module, grad_input: tuple[Tensor | None, ...], grad_output: tuple[Tensor | None, ...]
+) -> tuple[Tensor | None, ...]:
+    return tuple(None if g is None else g.clamp(min=0) for g in grad_input)
+
+
+@contextmanager
+def guided_relu(modules: Sequence[nn.Module], enabled: bool = True) -> Iterator[None]:
+    """Guided backpropagation: every ``nn.ReLU`` passes back only the positive part of its gradient.
+
+    As in the paper's code, only ``nn.ReLU`` modules are hooked; functional ``F.relu`` calls are not.
+    Hooks are removed on exit, also after an exception.
+    """
+    if not enabled:
+        yield
+        return
+    with removable_hooks() as handles:
+        for root in modules:
+            for m in root.modules():
+                if isinstance(m, nn.ReLU):
+                    handles.append(m.register_full_backward_hook(_positive_grad_hook))
+        # In-place ReLUs cannot be combined with full backward hooks; run them out of place.
+        inplace = [m for root in modules for m in root.modules() if isinstance(m, nn.ReLU) and m.inplace]
+        try:
+            for m in inplace:
+                m.inplace = False
+            yield
+        finally:
+            for m in inplace:
+                m.inplace = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Map post-processing
+
+
+def gaussian_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+    """Gaussian blur of ``(..., H, W)`` maps or images (torchvision), the paper's k=11, sigma=5."""
+    from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
+
+    squeeze = x.ndim == 3
+    y = tv_blur(x.unsqueeze(1) if squeeze else x, [kernel_size, kernel_size], [sigma, sigma])
+    return y.squeeze(1) if squeeze else y
+
+
+def upsample_maps(h: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinearly upsample ``(B, h, w)`` maps to ``(B, H, W)``; no-op at the right size."""
+    if tuple(h.shape[-2:]) == tuple(size):
+        return h
+    return F.interpolate(h.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def finalize_maps(h: Tensor, size: tuple[int, int], *, minmax: bool = False) -> Tensor:
+    """Bring raw ``(B, h, w)`` maps to the public contract: ``(B, H, W)``, finite, ``>= 0``, max 1.
+
+    Args:
+        h: raw maps of any spatial size.
+        size: the input resolution ``(H, W)``.
+        minmax: min-max normalise (used by methods whose raw scores are signed, e.g. occlusion
+            drops, as in the paper's code) instead of clamping negatives to zero.
+    """
+    h = h.detach().float()
+    if minmax:
+        low = h.flatten(1).amin(dim=1).view(-1, 1, 1)
+        h = h - low
+    h = upsample_maps(h.clamp(min=0), size).clamp(min=0)
+    peak = h.flatten(1).amax(dim=1).view(-1, 1, 1)
+    h = torch.where(peak > 0, h / peak.clamp(min=torch.finfo(h.dtype).tiny), torch.zeros_like(h))
+    return torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The context every method and metric runs in
+
+
+@dataclass
+class PairContext:
+    """What a method or metric sees inside :func:`pair_context`.
+
+    Attributes:
+        model: the embedding callable.
+        modules: the ``nn.Module`` objects reachable from ``model`` (for hooks).
+        x1: ``(B, C, H, W)`` detached, ordinary clone of the first images.
+        x2: ``(B, C, H, W)`` detached, ordinary clone of the second images.
+        similarity: ``(z1, z2) -> (N,)`` objective.
+        owner: name used in error messages.
+    """
+
+    model: Callable[[Tensor], Tensor]
+    modules: list[nn.Module]
+    x1: Tensor
+    x2: Tensor
+    similarity: SimilarityFn
+    owner: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Input resolution ``(H, W)``."""
+        return (int(self.x1.shape[2]), int(self.x1.shape[3]))
+
+    @property
+    def batch(self) -> int:
+        """Number of pairs ``B``."""
+        return int(self.x1.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.x1.device
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Run the model on ``(N, C, H, W)`` images and check that it returns finite ``(N, D)``."""
+        z = self.model(x)
+        return check_embedding(z, x, owner=self.owner)
+
+    def embed_chunked(self, x: Tensor, batch_size: int) -> Tensor:
+        """Embed ``(N, C, H, W)`` images in chunks of ``batch_size``, without autograd."""
+        with torch.inference_mode():
+            return torch.cat([self.embed(c) for c in x.split(batch_size)])
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A fresh generator on the input device, seeded with ``seed``."""
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def finish(
+        self, raw1: Tensor, raw2: Tensor, sim: Tensor, *, minmax: bool = False
+    ) -> PairExplanation:
+        """Post-process raw maps into a :class:`PairExplanation` (see :func:`finalize_maps`)."""
+        return PairExplanation(
+            h1=finalize_maps(raw1, self.size, minmax=minmax),
+            h2=finalize_maps(raw2, self.size, minmax=minmax),
+            sim=sim.detach().float(),
+        )
+
+
+def check_embedding(z: object, x: Tensor, *, owner: str) -> Tensor:
+    """Check a model output: a finite floating ``(N, D)`` tensor with ``N == len(x)``.
+
+    Raises:
+        TypeError: if the model does not return a tensor.
+        ValueError: for a wrong shape or non-finite values.
+    """
+    if not isinstance(z, Tensor):
+        hint = ""
+        if isinstance(z, (tuple, list)):
+            hint = (
+                " The model returns several outputs; pass a callable that returns the embedding, "
+                "e.g. `lambda x: model(x)[0]`."
+            )
+        raise TypeError(
+            f"`{owner}`: expected `model` to return a (B, D) embedding tensor, but it returned "
+            f"{_describe(z)}.{hint}"
+        )
+    if z.ndim != 2 or z.shape[0] != x.shape[0]:
+        hint = ""
+        if z.ndim == 4 and z.shape[2:] == (1, 1):
+            hint = " Flatten pooled features, e.g. `lambda x: model(x).flatten(1)`."
+        elif z.ndim > 2:
+            hint = " Pool or flatten the features to (B, D) in the model callable."
+        raise ValueError(
+            f"`{owner}`: expected `model` to map images of shape {tuple(x.shape)} to embeddings "
+            f"of shape ({x.shape[0]}, D), but got shape {tuple(z.shape)}.{hint}"
+        )
+    if not torch.isfinite(z).all():
+        raise ValueError(
+            f"`{owner}`: the model returned non-finite embeddings (NaN or inf) for inputs of shape "
+            f"{tuple(x.shape)}. Check the model weights and the input normalisation."
+        )
+    return z
+
+
+@contextmanager
+def pair_context(
+    model: Model,
+    x1: object,
+    x2: object,
+    *,
+    similarity: Union[str, SimilarityFn] = "cosine",
+    owner: str = "explain",
+) -> Iterator[PairContext]:
+    """Validate inputs and run the body as a guest: eval mode, grads on, forked RNG, restored flags.
+
+    Raises:
+        TypeError: if ``model`` is not callable or an input is not a float tensor.
+        ValueError: for malformed inputs (see :func:`check_pair`) or an unknown similarity.
+    """
+    if not callable(model):
+        raise TypeError(
+            f"`{owner}`: expected `model` to be an nn.Module or a callable mapping (B, C, H, W) "
+            f"images to (B, D) embeddings, but got {type(model).__name__}."
+        )
+    a, b = check_pair(x1, x2, owner=owner)
+    sim_fn = resolve_similarity(similarity)
+    modules = find_modules(model)
+    device = a.device
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        stack.enter_context(torch.random.fork_rng(devices=fork_devices))
+        stack.enter_context(_eval_mode(modules))
+        # Clones made outside inference mode are ordinary tensors that autograd accepts.
+        ctx = PairContext(
+            model=model,
+            modules=modules,
+            x1=a.detach().clone(),
+            x2=b.detach().clone(),
+            similarity=sim_fn,
+            owner=owner,
+        )
+        yield ctx
+
+
+def n_chunks(total: int, chunk: int) -> int:
+    """Number of chunks of size ``chunk`` covering ``total`` items."""
+    return max(1, math.ceil(total / chunk))
+
+
+def check_positive_int(value: object, *, name: str, owner: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int ``>= minimum``; otherwise raise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{owner}`: expected `{name}` to be an int, but got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{owner}`: expected `{name}` >= {minimum}, but got {value}.")
+    return value
