@@ -241,7 +241,7 @@ def gaussian_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tenso
     from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
 
     squeeze = x.ndim == 3
-    y = tv_blur(x.unsqueeze(1) if squeeze else x, [kernel_size, kernel_size], [sigma, sigma])
+    y: Tensor = tv_blur(x.unsqueeze(1) if squeeze else x, [kernel_size, kernel_size], [sigma, sigma])
     return y.squeeze(1) if squeeze else y
 
 
@@ -317,7 +317,7 @@ class PairContext:
     def embed_chunked(self, x: Tensor, batch_size: int) -> Tensor:
         """Embed ``(N, C, H, W)`` images in chunks of ``batch_size``, without autograd."""
         with torch.inference_mode():
-            return torch.cat([self.embed(c) for c in x.split(batch_size)])
+            return torch.cat([self.embed(c) for c in torch.split(x, batch_size)])
 
     def generator(self, seed: int) -> torch.Generator:
         """A fresh generator on the input device, seeded with ``seed``."""

@@ -33,7 +33,8 @@ def dot(z1: Tensor, z2: Tensor) -> Tensor:
 
 def neg_l2(z1: Tensor, z2: Tensor) -> Tensor:
     """Negative Euclidean distance per row, ``(N, D), (N, D) -> (N,)``."""
-    return -torch.linalg.vector_norm(z1 - z2, dim=1)
+    dist: Tensor = torch.linalg.vector_norm(z1 - z2, dim=1)
+    return -dist
 
 
 _SIMILARITIES: dict[str, SimilarityFn] = {"cosine": cosine, "dot": dot, "neg_l2": neg_l2}

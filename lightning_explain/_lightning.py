@@ -1,0 +1,115 @@
+"""Namespace handling: ``lightning.pytorch`` and ``pytorch_lightning`` without importing either eagerly.
+
+Both packages carry the same Trainer code under two names, and their classes are distinct
+(``lightning.pytorch.Callback is not pytorch_lightning.Callback``). LightningCLI and
+``is_overridden`` reject a callback from the other namespace, so the package keeps its callback logic
+namespace-free (duck-typed on the Trainer's public attributes) and builds one class per namespace.
+The core dependency is ``pytorch-lightning``; ``lightning`` may be absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, Literal
+
+__all__ = [
+    "Namespace",
+    "callback_base",
+    "default_namespace",
+    "has_lightning",
+    "import_namespace",
+    "resolve_dotted",
+    "unsupported_strategy",
+]
+
+Namespace = Literal["lightning.pytorch", "pytorch_lightning"]
+
+_UNSUPPORTED_STRATEGIES = {
+    "FSDPStrategy": "FSDP",
+    "DeepSpeedStrategy": "DeepSpeed",
+    "ModelParallelStrategy": "ModelParallel",
+}
+
+
+def has_lightning() -> bool:
+    """Whether the unified ``lightning`` package (``lightning.pytorch``) can be imported."""
+    try:
+        importlib.import_module("lightning.pytorch")
+    except ImportError:
+        return False
+    return True
+
+
+def default_namespace() -> Namespace:
+    """``"lightning.pytorch"`` when installed, else ``"pytorch_lightning"``."""
+    return "lightning.pytorch" if has_lightning() else "pytorch_lightning"
+
+
+def import_namespace(namespace: Namespace) -> ModuleType:
+    """Import ``lightning.pytorch`` or ``pytorch_lightning``.
+
+    Raises:
+        ModuleNotFoundError: with the install command, if the package is missing.
+    """
+    try:
+        return importlib.import_module(namespace)
+    except ImportError as err:
+        package = "lightning" if namespace == "lightning.pytorch" else "pytorch-lightning"
+        raise ModuleNotFoundError(
+            f"`{namespace}` is not installed. Install it with `pip install {package}`."
+        ) from err
+
+
+def callback_base(namespace: Namespace) -> type:
+    """The ``Callback`` base class of one namespace."""
+    cls: type = import_namespace(namespace).Callback
+    return cls
+
+
+def unsupported_strategy(strategy: object) -> str | None:
+    """The name of a sharded strategy the callback refuses (FSDP, DeepSpeed), else ``None``.
+
+    Checked by class name along the MRO, so that it works for both namespaces and for subclasses.
+    """
+    for klass in type(strategy).__mro__:
+        if klass.__name__ in _UNSUPPORTED_STRATEGIES:
+            return _UNSUPPORTED_STRATEGIES[klass.__name__]
+    return None
+
+
+def resolve_dotted(path: str, *, argument: str, owner: str) -> Any:
+    """Import ``"pkg.mod:attr.sub"`` or ``"pkg.mod.attr"`` and return the object.
+
+    Raises:
+        ValueError: naming ``argument`` if the path cannot be imported.
+    """
+    if ":" in path:
+        module_name, _, attr_path = path.partition(":")
+        candidates = [(module_name, attr_path)]
+    else:
+        parts = path.split(".")
+        candidates = [
+            (".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)
+        ]
+    errors: list[str] = []
+    for module_name, attr_path in candidates:
+        if not module_name or not attr_path:
+            continue
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ImportError as err:
+            errors.append(f"{module_name}: {err}")
+            continue
+        try:
+            for name in attr_path.split("."):
+                obj = getattr(obj, name)
+        except AttributeError as err:
+            errors.append(f"{module_name}:{attr_path}: {err}")
+            continue
+        return obj
+    detail = f" ({'; '.join(errors)})" if errors else ""
+    raise ValueError(
+        f"`{owner}`: could not import `{argument}={path!r}`{detail}. Expected a dotted path "
+        f"'package.module:function' or 'package.module.function'."
+    )

@@ -1,0 +1,1060 @@
+"""The ``lightning-explain`` command line: compare checkpoints, export probe sets, list methods.
+
+Commands::
+
+    lightning-explain compare CKPT [CKPT ...] --out DIR [--probe PROBE] [--methods ...]
+                                              [--metrics ...] [--model-class pkg.mod:Class] ...
+    lightning-explain probe export CKPT --out PROBE
+    lightning-explain methods [--json]
+    lightning-explain metrics [--json]
+
+``compare`` loads each checkpoint, explains the same probe pairs with every method, scores every
+explanation with the faithfulness metrics of Sammani et al. (IEEE TIP, arXiv 2206.09753), and
+writes a self-contained HTML dashboard (see :mod:`lightning_explain.dashboard`) plus
+``metrics.csv`` and ``metrics.json`` to ``--out``; ``--wandb`` / ``--tensorboard DIR`` also log the
+comparison to those trackers.
+
+Errors a user can fix (a missing or corrupt checkpoint, a probe set of another image size, a class
+path that does not import, a layer the model lacks, an unknown method) end the command with exit
+code 2 and a one-paragraph message; ``--debug`` adds the traceback. ``main(argv)`` returns the exit
+code instead of exiting, so the commands can be run in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import functools
+import importlib
+import inspect
+import json
+import math
+import os
+import sys
+import textwrap
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_explain.dashboard import DashboardData
+from lightning_explain.probe import ProbeSet
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+PROG = "lightning-explain"
+DEFAULT_METHODS = ("gradcam",)
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """An error the user can fix; ``main`` prints its message and returns exit code 2."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Parser
+
+
+def _comma_list(values: Sequence[str]) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (both spellings are accepted on the command line)."""
+    out: list[str] = []
+    for value in values:
+        out.extend(v.strip() for v in value.split(",") if v.strip())
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (used by :func:`main` and the docs)."""
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of an error",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[debug],
+        description="Pairwise explanations of contrastive models: compare checkpoints in a "
+        "self-contained HTML dashboard, export probe sets, list methods and metrics.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    cmp = sub.add_parser(
+        "compare",
+        parents=[debug],
+        help="explain and score the same probe pairs with several checkpoints; write a dashboard",
+        description="Load each checkpoint, explain the probe pairs with every method, score the "
+        "explanations with the faithfulness metrics, and write DIR/index.html (self-contained), "
+        "DIR/metrics.csv and DIR/metrics.json.",
+    )
+    cmp.add_argument("checkpoints", nargs="+", metavar="CKPT", help="Lightning checkpoint files")
+    cmp.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    cmp.add_argument(
+        "--probe",
+        metavar="PROBE",
+        help="probe file (from `probe export` or PairExplanationCallback.save_probe); default: "
+        "the probe set stored in the first checkpoint that has one",
+    )
+    cmp.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        help=f"explanation methods (space- or comma-separated); default: {' '.join(DEFAULT_METHODS)}",
+    )
+    cmp.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="metric keys (space- or comma-separated), or 'none'; default: the default set of "
+        "lightning_explain.metrics.evaluate",
+    )
+    cmp.add_argument(
+        "--model-class",
+        metavar="PKG.MOD:CLASS",
+        help="the LightningModule class of the checkpoints; default: the class path recorded in "
+        "the checkpoint (required when none is recorded)",
+    )
+    cmp.add_argument(
+        "--embedding",
+        metavar="SPEC",
+        help="what is explained: a dotted path 'pkg.mod:fn' to fn(module, x) -> z, or an "
+        "attribute of the module such as 'backbone'; default: the module's forward",
+    )
+    cmp.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="layer of the class-activation methods (gradcam, interaction_cam): a dotted module "
+        "name; default: 'auto'",
+    )
+    cmp.add_argument(
+        "--similarity",
+        default="cosine",
+        choices=("cosine", "dot", "neg_l2"),
+        help="similarity of the two embeddings (default: cosine, the paper's)",
+    )
+    cmp.add_argument(
+        "--n-steps",
+        type=_positive_int,
+        default=224,
+        metavar="N",
+        help="insertion/deletion steps (default: 224)",
+    )
+    cmp.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="images per forward pass in methods and metrics (default: chosen by each)",
+    )
+    cmp.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)",
+    )
+    cmp.add_argument(
+        "--pairs", type=_positive_int, metavar="N", help="use only the first N probe pairs"
+    )
+    cmp.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method option (a Python literal, else a string) passed to every selected method "
+        "that accepts it, e.g. --option n_masks=500; repeatable",
+    )
+    cmp.add_argument(
+        "--mean",
+        type=float,
+        nargs="+",
+        metavar="M",
+        help="per-channel mean to undo when showing images (default: the probe set's)",
+    )
+    cmp.add_argument(
+        "--std",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="per-channel std to undo when showing images (default: the probe set's)",
+    )
+    cmp.add_argument("--title", default="lightning-explain comparison", help="dashboard title")
+    cmp.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow torch.load(weights_only=False) for files that the safe load refuses (this can "
+        "run code stored in the file: only for files you trust)",
+    )
+    cmp.add_argument(
+        "--wandb",
+        nargs="?",
+        const="lightning-explain",
+        metavar="PROJECT",
+        help="also log to Weights & Biases (project, default 'lightning-explain'); offline unless "
+        "logged in or WANDB_MODE says otherwise",
+    )
+    cmp.add_argument(
+        "--tensorboard", metavar="DIR", help="also log to TensorBoard event files under DIR"
+    )
+
+    probe = sub.add_parser("probe", parents=[debug], help="probe-set utilities")
+    probe_sub = probe.add_subparsers(dest="probe_command", metavar="ACTION")
+    probe_sub.required = True
+    export = probe_sub.add_parser(
+        "export",
+        parents=[debug],
+        help="write the probe set stored in a checkpoint to a probe file",
+        description="Write the probe set that PairExplanationCallback stored in a checkpoint to a "
+        "probe file (torch.save'd tensors and metadata, loadable with weights_only=True).",
+    )
+    export.add_argument("checkpoint", metavar="CKPT", help="Lightning checkpoint file")
+    export.add_argument("--out", required=True, metavar="PROBE", help="probe file to write")
+    export.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow torch.load(weights_only=False) for a checkpoint the safe load refuses",
+    )
+
+    methods = sub.add_parser(
+        "methods", parents=[debug], help="list explanation methods (family, cost, defaults)"
+    )
+    methods.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    metrics = sub.add_parser(
+        "metrics", parents=[debug], help="list faithfulness metrics (direction, cost)"
+    )
+    metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------
+# methods / metrics
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly rendering of a default value."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return repr(value)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from lightning_explain.methods import list_methods, method_info
+
+    entries: list[dict[str, Any]] = []
+    rows: list[list[str]] = []
+    for name in list_methods():
+        info = method_info(name)
+        defaults = {k: _plain(v) for k, v in info.defaults().items()}
+        entries.append(
+            {
+                "name": name,
+                "family": info.family,
+                "cost": info.cost,
+                "needs_layer": info.needs_layer,
+                "stochastic": info.stochastic,
+                "symmetric": info.symmetric,
+                "defaults": defaults,
+                "summary": info.summary,
+            }
+        )
+        rows.append(
+            [
+                name,
+                info.family,
+                "yes" if info.needs_layer else "no",
+                info.cost,
+                ", ".join(f"{k}={v!r}" for k, v in defaults.items()),
+            ]
+        )
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        print(_table(rows, ["method", "family", "layer", "cost per pair", "defaults"]))
+    return 0
+
+
+def _evaluate_defaults() -> dict[str, Any]:
+    from lightning_explain.metrics import evaluate
+
+    shown = ("similarity", "n_steps", "batch_size")
+    params = inspect.signature(evaluate).parameters
+    return {k: _plain(params[k].default) for k in shown if k in params}
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from lightning_explain.metrics import DEFAULT_METRICS, list_metrics, metric_info
+
+    entries: list[dict[str, Any]] = []
+    rows: list[list[str]] = []
+    for key in list_metrics():
+        info = metric_info(key)
+        entries.append(
+            {
+                "name": key,
+                "family": info.family,
+                "mode": info.mode,
+                "higher_is_better": info.higher_is_better,
+                "default": key in DEFAULT_METRICS,
+                "needs_method": info.needs_method,
+                "cost": info.cost,
+                "summary": info.summary,
+            }
+        )
+        rows.append(
+            [
+                key,
+                "↑ higher" if info.higher_is_better else "↓ lower",
+                "yes" if key in DEFAULT_METRICS else "no",
+                info.cost,
+            ]
+        )
+    defaults = _evaluate_defaults()
+    if args.json:
+        print(json.dumps({"metrics": entries, "defaults": defaults}, indent=2))
+    else:
+        print(_table(rows, ["metric", "better", "default set", "cost per pair"]))
+        options = ", ".join(f"{k}={v!r}" for k, v in defaults.items())
+        print(
+            f"\nOptions shared by all metrics: {options} "
+            "(compare: --similarity, --n-steps, --batch-size; batch_size=None chooses per device)."
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# probe export
+
+
+def _cmd_probe_export(args: argparse.Namespace) -> int:
+    from lightning_explain.checkpoints import checkpoint_probe, load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
+    probe = checkpoint_probe(ckpt, origin=str(args.checkpoint))
+    if probe is None:
+        states = ckpt.get("callbacks") or {}
+        keys = ", ".join(map(str, states)) or "none"
+        raise CLIError(
+            f"The checkpoint {args.checkpoint!r} stores no probe set. Probe sets are stored by "
+            f"PairExplanationCallback (its state is saved with every checkpoint); this "
+            f"checkpoint's callback states: {keys}. Train with the callback, or build a ProbeSet "
+            f"from tensors and save it with ProbeSet.save(path)."
+        )
+    out = probe.save(args.out)
+    c, h, w = (int(s) for s in probe.x1.shape[1:])
+    print(f"wrote {out}: {len(probe)} pairs of {c}x{h}x{w} images (pairing {probe.pairing!r})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# compare: model preparation
+
+
+def _device(spec: str | None) -> torch.device:
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError) as err:
+        raise CLIError(
+            f"--device {spec!r} is not a torch device (expected e.g. cpu, cuda, cuda:1): {err}"
+        ) from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(
+                f"--device {spec!r} asks for CUDA, but torch sees no CUDA device on this machine "
+                f"(torch {torch.__version__}). Use --device cpu."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CLIError(
+                f"--device {spec!r}: there are only {torch.cuda.device_count()} CUDA devices."
+            )
+    return device
+
+
+def _import_function(path: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise CLIError(f"--embedding {path!r} is malformed: expected 'package.module:function'.")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise CLIError(
+            f"--embedding {path!r}: cannot import module {module_name!r} ({err}). Check the "
+            f"spelling and that the module is importable from the current directory."
+        ) from err
+    except Exception as err:
+        raise CLIError(
+            f"--embedding {path!r}: importing module {module_name!r} raised "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    for name in attr.split("."):
+        if not hasattr(obj, name):
+            raise CLIError(
+                f"--embedding {path!r}: module {module_name!r} imported, but it has no attribute "
+                f"{name!r}."
+            )
+        obj = getattr(obj, name)
+    if not callable(obj):
+        raise CLIError(f"--embedding {path!r} names a {type(obj).__name__}, not a function.")
+    fn: Callable[..., Any] = obj
+    return fn
+
+
+def _forward_embedding(module: Any, x: Tensor) -> Tensor:
+    z: Tensor = module(x)
+    return z
+
+
+def _attribute_embedding(path: str, module: Any, x: Tensor) -> Tensor:
+    target: Any = module
+    for part in path.split("."):
+        target = getattr(target, part)
+    z = target(x)
+    if isinstance(z, Tensor) and z.ndim > 2:
+        z = z.flatten(1)
+    out: Tensor = z
+    return out
+
+
+def _has_attribute_path(module: object, path: str) -> bool:
+    target: object = module
+    for part in path.split("."):
+        if not part.isidentifier() or not hasattr(target, part):
+            return False
+        target = getattr(target, part)
+    return callable(target)
+
+
+def _embedding(module: nn.Module, spec: str | None) -> Callable[[Tensor], Tensor]:
+    """The callable explained, with the callback's meaning of ``embedding``.
+
+    ``None``/``"forward"``: ``module(x)``; an attribute path such as ``"backbone"``:
+    ``module.backbone(x).flatten(1)``; ``"pkg.mod:fn"``: ``fn(module, x)``. The result is a
+    ``functools.partial`` over ``module``, so ``--layer`` names are relative to the
+    LightningModule, as the callback's ``layer`` is.
+    """
+    fn: Callable[..., Tensor]
+    if spec is None or spec == "forward":
+        fn = _forward_embedding
+    elif ":" in spec:
+        fn = _import_function(spec)
+    elif _has_attribute_path(module, spec):
+        fn = functools.partial(_attribute_embedding, spec)
+    else:
+        children = ", ".join(n for n, _ in module.named_children()) or "none"
+        raise CLIError(
+            f"--embedding {spec!r} is not an attribute path of {type(module).__name__} (its "
+            f"submodules: {children}). Pass 'forward', an attribute path such as 'backbone' "
+            f"(meaning module.backbone(x).flatten(1)), or a function 'pkg.mod:fn' taking "
+            f"(module, x) and returning (N, D) embeddings."
+        )
+    return functools.partial(fn, module)
+
+
+def _fmt_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _dry_forward(
+    embed: Callable[[Tensor], Tensor],
+    x: Tensor,
+    *,
+    name: str,
+    recorded: tuple[int, int, int] | None,
+    embedding: str | None,
+) -> None:
+    """Run one probe image through the model; turn a failure into a message about the probe."""
+    shape = tuple(int(s) for s in x.shape[1:])
+    if recorded is not None and tuple(recorded) != shape:
+        raise CLIError(
+            f"The probe images are {_fmt_shape(shape)} (CxHxW), but checkpoint {name} was "
+            f"explained on {_fmt_shape(recorded)} images (the probe set stored in it). Use a probe "
+            f"file made for this model: export it with `lightning-explain probe export {name} "
+            f"--out PROBE`, or leave --probe out to use the stored one."
+        )
+    try:
+        with torch.inference_mode():
+            z = embed(x[:1])
+    except Exception as err:
+        line = (str(err).strip().splitlines() or [""])[0]
+        raise CLIError(
+            f"Checkpoint {name} cannot embed the probe images of shape {_fmt_shape(shape)} "
+            f"(CxHxW): the forward pass raised {type(err).__name__}: {line}. The probe file was "
+            f"probably made for a model with another image size or channel count; use the probe "
+            f"set of this run (`lightning-explain probe export {name} --out PROBE`)."
+        ) from err
+    if not isinstance(z, Tensor) or z.ndim != 2:
+        got = f"shape {tuple(z.shape)}" if isinstance(z, Tensor) else type(z).__name__
+        which = f"--embedding {embedding!r}" if embedding else "the module's forward"
+        raise CLIError(
+            f"Checkpoint {name}: {which} returns {got} for one image, but an embedding of shape "
+            f"(N, D) is needed. Pass --embedding with an attribute (e.g. 'backbone') or a "
+            f"function 'pkg.mod:fn' returning (N, D) embeddings."
+        )
+
+
+def _parse_options(items: Sequence[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise CLIError(
+                f"--option {item!r} is malformed: expected NAME=VALUE, e.g. n_masks=500."
+            )
+        try:
+            options[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[name] = text
+    return options
+
+
+@dataclass
+class _MethodPlan:
+    name: str
+    options: dict[str, Any]
+    needs_layer: bool
+
+
+def _plan_methods(
+    methods: list[str],
+    *,
+    layer: str | None,
+    similarity: str,
+    batch_size: int | None,
+    options: dict[str, Any],
+) -> list[_MethodPlan]:
+    from lightning_explain.methods import get_method, method_info
+
+    plans = []
+    used: set[str] = set()
+    for name in methods:
+        try:
+            info = method_info(name)
+        except ValueError as err:
+            raise CLIError(f"--methods: {err}") from err
+        params = {
+            p.name
+            for p in inspect.signature(get_method(name)).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        opts: dict[str, Any] = {}
+        if "similarity" in params:
+            opts["similarity"] = similarity
+        if layer is not None and "layer" in params:
+            opts["layer"] = layer
+        if batch_size is not None and "batch_size" in params:
+            opts["batch_size"] = batch_size
+        for key, value in options.items():
+            if key in params:
+                opts[key] = value
+                used.add(key)
+        plans.append(_MethodPlan(name, opts, info.needs_layer))
+    unused = sorted(set(options) - used)
+    if unused:
+        raise CLIError(
+            f"--option {', '.join(unused)}: no selected method ({', '.join(methods)}) takes "
+            f"{'this option' if len(unused) == 1 else 'these options'}. See "
+            f"`lightning-explain methods` for each method's options."
+        )
+    return plans
+
+
+def _check_layer(
+    embed: Callable[[Tensor], Tensor], plans: list[_MethodPlan], x: Tensor, name: str
+) -> None:
+    """Resolve the class-activation layer once per checkpoint, listing candidates on failure."""
+    layered = [p for p in plans if p.needs_layer]
+    if not layered:
+        return
+    from lightning_explain.methods.cam import resolve_layer
+
+    layer = layered[0].options.get("layer", "auto")
+    try:
+        resolve_layer(embed, layer, x)
+    except (ValueError, TypeError) as err:
+        names = ", ".join(p.name for p in layered)
+        raise CLIError(
+            f"Checkpoint {name}: {names} explain{'s' if len(layered) == 1 else ''} a layer, and "
+            f"--layer {layer!r} cannot be used with this model. {err}"
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------------
+# compare: the run
+
+
+@dataclass
+class _Result:
+    """Everything computed for one checkpoint."""
+
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    overlays: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    grids: dict[str, Tensor] = field(default_factory=dict)
+    curve_tensors: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    sim: list[float] = field(default_factory=list)
+
+
+def _display(
+    x: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[Tensor, Sequence[float] | None, Sequence[float] | None]:
+    """Images the renderer can show: 1 or 3 channels (else the first channel, in grey)."""
+    if x.shape[1] in (1, 3):
+        return x, mean, std
+    return x[:, :1], None if mean is None else mean[:1], None if std is None else std[:1]
+
+
+def _metric_keys(values: list[str] | None) -> list[str]:
+    from lightning_explain.metrics import DEFAULT_METRICS, metric_info
+
+    if values is None:
+        return list(DEFAULT_METRICS)
+    keys = _comma_list(values)
+    if keys == ["none"]:
+        return []
+    for key in keys:
+        try:
+            metric_info(key)
+        except ValueError as err:
+            raise CLIError(f"--metrics: {err}") from err
+    return list(dict.fromkeys(keys))
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _resolve_probe(args: argparse.Namespace, first: dict[str, Any]) -> tuple[ProbeSet, str]:
+    """The probe set of the comparison and a description of where it came from."""
+    from lightning_explain.checkpoints import checkpoint_probe, load_probe_file
+
+    if args.probe is not None:
+        probe = load_probe_file(args.probe, trust=args.trust_checkpoint)
+        origin = str(args.probe)
+    else:
+        stored = checkpoint_probe(first, origin=args.checkpoints[0])
+        if stored is None:
+            raise CLIError(
+                f"No probe set: --probe was not given and the first checkpoint "
+                f"{args.checkpoints[0]} stores none (PairExplanationCallback stores its probe set "
+                f"in every checkpoint). Pass --probe PROBE with a file from `lightning-explain "
+                f"probe export` or ProbeSet.save."
+            )
+        probe, origin = stored, f"stored in {args.checkpoints[0]}"
+    if args.pairs is not None:
+        probe = probe.subset(args.pairs)
+    return probe, origin
+
+
+def _explain_checkpoint(
+    args: argparse.Namespace,
+    *,
+    path: Path,
+    ckpt: dict[str, Any],
+    recorded: tuple[int, int, int] | None,
+    probe: ProbeSet,
+    plans: list[_MethodPlan],
+    metric_keys: list[str],
+    device: torch.device,
+    grids: bool,
+) -> _Result:
+    """Build one checkpoint's module and explain and score the probe pairs with every method."""
+    from lightning_explain import explain
+    from lightning_explain.checkpoints import build_module
+    from lightning_explain.dashboard import image_png
+    from lightning_explain.metrics import evaluate
+    from lightning_explain.render import overlay, pair_grid
+
+    module = build_module(path, ckpt, model_class=args.model_class, trust=args.trust_checkpoint)
+    module.to(device)
+    embed = _embedding(module, args.embedding)
+    x1, x2 = probe.x1.to(device), probe.x2.to(device)
+    _dry_forward(embed, x1, name=str(path), recorded=recorded, embedding=args.embedding)
+    _check_layer(embed, plans, x1, str(path))
+    show1, mean, std = _display(x1, args.mean or probe.mean, args.std or probe.std)
+    show2, _, _ = _display(x2, args.mean or probe.mean, args.std or probe.std)
+    result = _Result()
+    for plan in plans:
+        _log(f"    {plan.name}")
+        try:
+            expl = explain(embed, x1, x2, method=plan.name, **plan.options)
+            scores: dict[str, Tensor] = {}
+            curves: dict[str, Tensor] = {}
+            if metric_keys:
+                scores, curves = evaluate(
+                    embed,
+                    x1,
+                    x2,
+                    expl,
+                    metric_keys,
+                    similarity=args.similarity,
+                    n_steps=args.n_steps,
+                    batch_size=args.batch_size,
+                    method=plan.name,
+                    method_options=plan.options,
+                    return_curves=True,
+                )
+        except (ValueError, TypeError) as err:
+            raise CLIError(f"Checkpoint {path}, method {plan.name}: {err}") from err
+        if not result.sim:
+            result.sim = [float(v) for v in expl.sim.detach().float().cpu()]
+        result.scores[plan.name] = {
+            k: [float(v) for v in t.detach().float().cpu()] for k, t in scores.items()
+        }
+        result.curve_tensors[plan.name] = {k: t.detach().float().cpu() for k, t in curves.items()}
+        result.curves[plan.name] = {
+            k: [float(v) for v in t.mean(0)] for k, t in result.curve_tensors[plan.name].items()
+        }
+        o1 = overlay(show1, expl.h1, mean=mean, std=std).cpu()
+        o2 = overlay(show2, expl.h2, mean=mean, std=std).cpu()
+        result.overlays[plan.name] = [(image_png(a), image_png(b)) for a, b in zip(o1, o2)]
+        if grids:
+            result.grids[plan.name] = pair_grid(show1, show2, expl.h1, expl.h2, mean=mean, std=std)
+    return result
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from lightning_explain.checkpoints import checkpoint_meta, from_one_run, load_checkpoint
+    from lightning_explain.dashboard import (
+        CheckpointInfo,
+        DashboardData,
+        MetricColumn,
+        image_png,
+        write_dashboard,
+    )
+    from lightning_explain.metrics import metric_info
+    from lightning_explain.render import to_rgb
+
+    if os.getcwd() not in sys.path:
+        # As with `python -m`, modules of the current folder are importable by --model-class.
+        sys.path.insert(0, os.getcwd())
+    device = _device(args.device)
+    methods = list(dict.fromkeys(_comma_list(args.methods or DEFAULT_METHODS)))
+    metric_keys = _metric_keys(args.metrics)
+    plans = _plan_methods(
+        methods,
+        layer=args.layer,
+        similarity=args.similarity,
+        batch_size=args.batch_size,
+        options=_parse_options(args.option),
+    )
+    paths = [Path(p) for p in args.checkpoints]
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        names = [str(p) for p in paths]
+    trackers = args.wandb is not None or args.tensorboard is not None
+
+    metas = []
+    results: list[_Result] = []
+    probe: ProbeSet | None = None
+    origin = ""
+    for index, path in enumerate(paths):
+        _log(f"[{index + 1}/{len(paths)}] {path}")
+        ckpt = load_checkpoint(path, trust=args.trust_checkpoint)
+        if probe is None:
+            probe, origin = _resolve_probe(args, ckpt)
+        meta = checkpoint_meta(path, ckpt)
+        metas.append(meta)
+        results.append(
+            _explain_checkpoint(
+                args,
+                path=path,
+                ckpt=ckpt,
+                recorded=meta.probe_shape,
+                probe=probe,
+                plans=plans,
+                metric_keys=metric_keys,
+                device=device,
+                grids=trackers,
+            )
+        )
+        del ckpt
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if probe is None:
+        raise CLIError("No checkpoint was given.")
+
+    show1, mean, std = _display(probe.x1, args.mean or probe.mean, args.std or probe.std)
+    show2, _, _ = _display(probe.x2, args.mean or probe.mean, args.std or probe.std)
+    rgb1, rgb2 = to_rgb(show1, mean, std), to_rgb(show2, mean, std)
+    one_run = from_one_run(metas)
+    infos = [
+        CheckpointInfo(name=n, path=str(p), epoch=m.epoch, global_step=m.global_step)
+        for n, p, m in zip(names, paths, metas)
+    ]
+    data = DashboardData(
+        checkpoints=infos,
+        methods=methods,
+        metrics=[MetricColumn(k, metric_info(k).higher_is_better) for k in metric_keys],
+        scores={
+            (i, m): {k: _mean(v) for k, v in r.scores[m].items()}
+            for i, r in enumerate(results)
+            for m in methods
+        },
+        pairs=[(image_png(a), image_png(b)) for a, b in zip(rgb1, rgb2)],
+        overlays={(i, m): r.overlays[m] for i, r in enumerate(results) for m in methods},
+        similarity={i: r.sim for i, r in enumerate(results)},
+        curves={(i, m): r.curves[m] for i, r in enumerate(results) for m in methods},
+        one_run=one_run,
+        title=args.title,
+        info=_settings(args, origin, probe, device, plans),
+    )
+    out = Path(args.out)
+    html_path = write_dashboard(data, out / "index.html")
+    _write_tables(out, data, results, origin)
+    if trackers:
+        _log_trackers(args, data, results)
+    print(f"wrote {html_path}")
+    print(_summary(data))
+    return 0
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _settings(
+    args: argparse.Namespace,
+    origin: str,
+    probe: ProbeSet,
+    device: torch.device,
+    plans: list[_MethodPlan],
+) -> list[tuple[str, str]]:
+    c, h, w = (int(s) for s in probe.x1.shape[1:])
+    info = [
+        (
+            "probe",
+            f"{origin}: {len(probe)} pairs of {c}x{h}x{w} images, pairing {probe.pairing!r}, "
+            f"seed {probe.seed}",
+        ),
+        ("model class", args.model_class or "recorded in the checkpoint"),
+        ("embedding", args.embedding or "the module's forward"),
+        ("similarity", args.similarity),
+        ("n_steps", str(args.n_steps)),
+        ("batch size", "auto" if args.batch_size is None else str(args.batch_size)),
+        ("device", str(device)),
+    ]
+    for plan in plans:
+        opts = ", ".join(f"{k}={v!r}" for k, v in plan.options.items()) or "defaults"
+        info.append((f"method {plan.name}", opts))
+    return info
+
+
+def _write_tables(out: Path, data: DashboardData, results: list[_Result], origin: str) -> None:
+    """``metrics.csv`` (mean scores) and ``metrics.json`` (also per-pair scores, similarities)."""
+    keys = [c.key for c in data.metrics]
+    with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["checkpoint", "path", "epoch", "global_step", "method", *keys])
+        for i, m in data.rows():
+            info = data.checkpoints[i]
+            writer.writerow(
+                [info.name, info.path, info.epoch, info.global_step, m]
+                + [data.score(i, m, k) for k in keys]
+            )
+    payload = {
+        "probe": origin,
+        "one_run": data.one_run,
+        "metrics": {c.key: {"higher_is_better": c.higher_is_better} for c in data.metrics},
+        "methods": list(data.methods),
+        "checkpoints": [
+            {
+                "name": info.name,
+                "path": info.path,
+                "epoch": info.epoch,
+                "global_step": info.global_step,
+                "similarity": result.sim,
+                "scores": {m: {k: data.score(i, m, k) for k in keys} for m in data.methods},
+                "per_pair": result.scores,
+            }
+            for i, (info, result) in enumerate(zip(data.checkpoints, results))
+        ],
+    }
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def _summary(data: DashboardData) -> str:
+    rows = [
+        [m, data.checkpoints[i].name] + [f"{data.score(i, m, c.key):.4f}" for c in data.metrics]
+        for i, m in data.rows()
+    ]
+    header = ["method", "checkpoint"] + [
+        c.key + (" ↑" if c.higher_is_better else " ↓") for c in data.metrics
+    ]
+    return _table(rows, header)
+
+
+def _wandb_mode() -> str:
+    """``WANDB_MODE`` if set; else online when an API key is configured, offline otherwise."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode:
+        return mode
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+        from urllib.parse import urlparse
+
+        host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        if host and netrc.netrc().authenticators(host):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def _log_trackers(args: argparse.Namespace, data: DashboardData, results: list[_Result]) -> None:
+    """Log the comparison through Lightning's loggers and lightning_explain's sinks.
+
+    One step per checkpoint (its global step when the checkpoints come from one run, else its
+    position): the mean scores as scalars ``compare/<method>/<metric>``, the pair grid as image
+    ``compare/<method>/pairs`` (captioned with the checkpoint name) and the insertion/deletion
+    curves as figure ``compare/<method>/curves``; finally the metric table ``compare/metrics``.
+    """
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    from lightning_explain.render import curves_figure
+    from lightning_explain.sinks import ExplanationSink, TensorBoardSink, WandbSink
+
+    loggers: list[Any] = []
+    sinks: list[ExplanationSink] = []
+    if args.tensorboard is not None:
+        tb = TensorBoardLogger(
+            save_dir=args.tensorboard, name="lightning-explain-compare", default_hp_metric=False
+        )
+        loggers.append(tb)
+        sinks.append(TensorBoardSink(tb))
+    if args.wandb is not None:
+        mode = _wandb_mode()
+        wb = WandbLogger(
+            project=args.wandb,
+            save_dir=str(args.out),
+            offline=mode == "offline",
+            mode=mode,
+            job_type="compare",
+        )
+        loggers.append(wb)
+        sinks.append(WandbSink(wb))
+        _log(f"W&B run ({mode}) under {args.out}")
+    infos = data.checkpoints
+    order = list(range(len(infos)))
+    if data.one_run:
+        order.sort(key=lambda i: (infos[i].global_step or 0, i))
+    keys = [c.key for c in data.metrics]
+    step = 0
+    for rank, i in enumerate(order):
+        recorded = infos[i].global_step
+        step = int(recorded) if data.one_run and recorded is not None else rank
+        scalars = {
+            f"compare/{m}/{k}": data.score(i, m, k)
+            for m in data.methods
+            for k in keys
+            if math.isfinite(data.score(i, m, k))
+        }
+        if infos[i].epoch is not None:
+            scalars["compare/epoch"] = float(infos[i].epoch or 0)
+        for logger in loggers:
+            logger.log_metrics(scalars, step=step)
+        for m in data.methods:
+            grid = results[i].grids.get(m)
+            curves = results[i].curve_tensors.get(m)
+            for sink in sinks:
+                if grid is not None:
+                    sink.log_image(f"compare/{m}/pairs", grid, step, caption=infos[i].name)
+                if curves:
+                    figure = curves_figure(curves, title=f"{m}: {infos[i].name}")
+                    sink.log_figure(f"compare/{m}/curves", figure, step)
+    columns = ["checkpoint", "epoch", "global_step", "method", *keys]
+    rows: list[list[object]] = [
+        [infos[i].name, infos[i].epoch, infos[i].global_step, m]
+        + [data.score(i, m, k) for k in keys]
+        for i in order
+        for m in data.methods
+    ]
+    for sink in sinks:
+        sink.log_table("compare/metrics", columns, rows, step)
+        sink.flush()
+    for logger in loggers:
+        logger.finalize("success")
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _paragraph(message: str) -> str:
+    text = " ".join(str(message).split())
+    return textwrap.fill(f"{PROG}: error: {text}", width=100)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (0 success, 2 usage or input error, 1 bug).
+
+    Args:
+        argv: the arguments without the program name; default ``sys.argv[1:]``.
+    """
+    from lightning_explain.checkpoints import CheckpointError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "compare": _cmd_compare,
+        "methods": _cmd_methods,
+        "metrics": _cmd_metrics,
+        "probe": _cmd_probe_export,
+    }
+    try:
+        return handlers[args.command](args)
+    except (CLIError, CheckpointError, FileNotFoundError, ModuleNotFoundError) as err:
+        if debug:
+            traceback.print_exc()
+        print(_paragraph(str(err)), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+        print(
+            _paragraph(
+                f"unexpected {type(err).__name__}: {err}. This is probably a bug in "
+                f"lightning-explain; rerun with --debug for the traceback and report it."
+            ),
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

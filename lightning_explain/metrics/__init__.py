@@ -1,0 +1,51 @@
+"""Pairwise faithfulness metrics of Sammani et al., "Visualizing and Understanding Contrastive
+Learning" (IEEE TIP; arXiv 2206.09753): insertion, deletion, average drop / increase and
+max-sensitivity, adapted to pairs (simultaneous and conditional modes).
+
+* Functional core: :func:`insertion`, :func:`deletion`, :func:`average_drop`,
+  :func:`average_increase`, :func:`max_sensitivity`, each returning ``(B,)`` per-pair scores.
+* :func:`evaluate`: several metrics by registry key in shared, chunked forward passes.
+* Registry: :func:`list_metrics`, :func:`metric_info` (``higher_is_better``, cost).
+* torchmetrics wrappers (DDP-synced means): :class:`Insertion`, :class:`Deletion`,
+  :class:`AverageDrop`, :class:`AverageIncrease`, :class:`MaxSensitivity`.
+"""
+
+from lightning_explain.metrics._evaluate import evaluate
+from lightning_explain.metrics._registry import (
+    DEFAULT_METRICS,
+    MetricInfo,
+    list_metrics,
+    metric_info,
+)
+from lightning_explain.metrics.functional import (
+    average_drop,
+    average_increase,
+    deletion,
+    insertion,
+    max_sensitivity,
+)
+from lightning_explain.metrics.wrappers import (
+    AverageDrop,
+    AverageIncrease,
+    Deletion,
+    Insertion,
+    MaxSensitivity,
+)
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "AverageDrop",
+    "AverageIncrease",
+    "Deletion",
+    "Insertion",
+    "MaxSensitivity",
+    "MetricInfo",
+    "average_drop",
+    "average_increase",
+    "deletion",
+    "evaluate",
+    "insertion",
+    "list_metrics",
+    "max_sensitivity",
+    "metric_info",
+]

@@ -1,0 +1,522 @@
+"""Rendering of pairwise explanations: heatmap overlays, pair grids and matplotlib figures.
+
+Everything here is batched torch code on the images' device; only the finished picture is moved to
+the CPU. Colormaps come from matplotlib (``matplotlib.colormaps[name]``) and are applied through a
+lookup table on torch, with the same indexing matplotlib uses, so an overlay shows exactly the
+colours of ``plt.imshow(h, cmap=name)``.
+
+Figures are built with :class:`matplotlib.figure.Figure` and drawn with the Agg canvas directly,
+never through ``pyplot``: nothing opens a window, nothing is registered in pyplot's figure manager
+(so nothing leaks when a figure is not closed), and the user's interactive backend is left alone.
+
+The paper's notebooks show a heatmap by multiplying the image with it; here a heatmap is blended over
+the image with a colormap (``jet`` by default), as Grad-CAM visualisations usually are, so the image
+stays readable where the map is zero.
+
+Reference: Sammani, Joukovsky & Deligiannis, "Visualizing and Understanding Contrastive Learning",
+IEEE TIP (arXiv 2206.09753).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Literal, Union
+
+import numpy as np
+import torch
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from lightning_explain._core import check_heatmap, upsample_maps
+
+__all__ = [
+    "colormap_lut",
+    "curves_figure",
+    "figure_to_image",
+    "overlay",
+    "pair_figure",
+    "pair_grid",
+    "to_rgb",
+]
+
+Stats = Union[Sequence[float], Tensor, None]
+"""Per-channel normalisation statistics: a sequence of ``C`` (or 1) numbers, a tensor, or ``None``."""
+
+CmapLike = Union[str, Colormap]
+"""A registered matplotlib colormap name (``"jet"``, ``"viridis"``, ...) or a ``Colormap``."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks
+
+
+def _describe(t: object) -> str:
+    if isinstance(t, Tensor):
+        return f"a {t.dtype} tensor of shape {tuple(t.shape)}"
+    return f"an object of type {type(t).__name__}"
+
+
+def _check_images(x: object, *, name: str, owner: str) -> Tensor:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(
+            f"`{owner}`: expected `{name}` to be a float tensor of shape (B, C, H, W), but got "
+            f"{_describe(x)}. Convert uint8 images with `x.float() / 255`."
+        )
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(
+            f"`{owner}`: expected `{name}` of shape (B, C, H, W) with C = 1 (grey) or 3 (RGB), but "
+            f"got shape {tuple(x.shape)}. Select the channels to show, e.g. `x[:, :3]`."
+        )
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"`{owner}`: expected at least one image in `{name}`, but got an empty batch."
+        )
+    return x
+
+
+def _check_alpha(alpha: object, *, owner: str) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(
+            f"`{owner}`: expected `alpha` to be a number in [0, 1] (the heatmap's opacity), but "
+            f"got {alpha!r}."
+        )
+    return float(alpha)
+
+
+def _stats(values: Stats, *, name: str, channels: int, like: Tensor, owner: str) -> Tensor | None:
+    """``mean``/``std`` as a ``(1, C, 1, 1)`` tensor on ``like``'s device, or ``None``."""
+    if values is None:
+        return None
+    try:
+        t = torch.as_tensor(values, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"`{owner}`: expected `{name}` to be a sequence of {channels} numbers, but got "
+            f"{values!r}."
+        ) from err
+    if t.numel() not in (1, channels) or not torch.isfinite(t).all():
+        raise ValueError(
+            f"`{owner}`: expected `{name}` to hold 1 or {channels} finite numbers (one per image "
+            f"channel), but got {values!r}. Pass the values your data transform normalised with, "
+            f"e.g. `{name}=(0.485, 0.456, 0.406)` for ImageNet statistics."
+        )
+    return t.to(like.device).expand(channels).view(1, channels, 1, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Colours
+
+
+def _table(cm: Colormap) -> Tensor:
+    # Integer input indexes the colormap's own table directly, which is what matplotlib does for
+    # floats in [0, 1] after scaling by N.
+    table = np.asarray(cm(np.arange(cm.N)), dtype=np.float32)[:, :3]
+    return torch.from_numpy(np.ascontiguousarray(table))
+
+
+@functools.lru_cache(maxsize=32)
+def _named_table(name: str) -> Tensor:
+    import matplotlib
+
+    try:
+        cm = matplotlib.colormaps[name]
+    except KeyError as err:
+        raise ValueError(
+            f"`render`: unknown colormap {name!r}. Pass a name from `matplotlib.colormaps` "
+            f"(e.g. 'jet', 'viridis', 'inferno', 'turbo') or a `matplotlib.colors.Colormap`."
+        ) from err
+    return _table(cm)
+
+
+def colormap_lut(cmap: CmapLike = "jet", *, device: torch.device | str | None = None) -> Tensor:
+    """The RGB lookup table of a matplotlib colormap as an ``(N, 3)`` float tensor in [0, 1].
+
+    ``N`` is the colormap's own resolution (256 for the continuous maps such as ``jet``). A value
+    ``v`` in [0, 1] is coloured by entry ``min(floor(v * N), N - 1)``, exactly as
+    ``matplotlib.colormaps[cmap](v)`` does.
+
+    Args:
+        cmap: a registered colormap name or a :class:`matplotlib.colors.Colormap`. Default ``"jet"``.
+        device: where to put the table. Default: CPU.
+
+    Raises:
+        ValueError: for an unknown colormap name.
+    """
+    if not isinstance(cmap, (str, Colormap)):
+        raise TypeError(
+            f"`render`: expected `cmap` to be a colormap name or a matplotlib Colormap, but got "
+            f"{_describe(cmap)}."
+        )
+    table = _named_table(cmap) if isinstance(cmap, str) else _table(cmap)
+    return table.to(device if device is not None else "cpu")
+
+
+def _colorize(h: Tensor, cmap: CmapLike) -> Tensor:
+    """``(B, H, W)`` values in [0, 1] -> ``(B, 3, H, W)`` colours (one gather, no Python loop)."""
+    lut = colormap_lut(cmap, device=h.device).to(h.dtype)
+    n = lut.shape[0]
+    index = (h.clamp(0, 1) * n).floor().long().clamp_(0, n - 1)
+    return lut[index].permute(0, 3, 1, 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tensors
+
+
+def to_rgb(x: Tensor, mean: Stats = None, std: Stats = None) -> Tensor:
+    """Turn (possibly normalised) model inputs back into displayable RGB images.
+
+    Computes ``x * std + mean`` per channel (the inverse of ``torchvision.transforms.Normalize``),
+    clamps to [0, 1] and repeats single-channel images to three channels.
+
+    Args:
+        x: ``(B, C, H, W)`` float images with ``C`` = 1 or 3.
+        mean: per-channel means used for normalisation (``C`` or 1 numbers). Default ``None``: 0.
+        std: per-channel standard deviations (``C`` or 1 numbers). Default ``None``: 1.
+
+    Returns:
+        ``(B, 3, H, W)`` float32 images in [0, 1] on ``x``'s device.
+
+    Raises:
+        TypeError: if ``x`` is not a float tensor or a statistic is not numeric.
+        ValueError: for a wrong shape or a statistic with the wrong number of values.
+    """
+    x = _check_images(x, name="x", owner="render.to_rgb")
+    channels = int(x.shape[1])
+    x = x.detach().float()
+    s = _stats(std, name="std", channels=channels, like=x, owner="render.to_rgb")
+    m = _stats(mean, name="mean", channels=channels, like=x, owner="render.to_rgb")
+    if s is not None:
+        x = x * s
+    if m is not None:
+        x = x + m
+    x = torch.nan_to_num(x, nan=0.0).clamp(0, 1)
+    return x.expand(-1, 3, -1, -1).contiguous() if channels == 1 else x
+
+
+def overlay(
+    x: Tensor,
+    h: Tensor,
+    *,
+    mean: Stats = None,
+    std: Stats = None,
+    cmap: CmapLike = "jet",
+    alpha: float = 0.5,
+) -> Tensor:
+    """Blend heatmaps over their images with a colormap.
+
+    ``out = (1 - alpha) * to_rgb(x, mean, std) + alpha * cmap(h)``.
+
+    Args:
+        x: ``(B, C, H, W)`` float images, ``C`` = 1 or 3, possibly normalised (see ``mean``/``std``).
+        h: ``(B, H, W)`` heatmaps in [0, 1] (``(B, 1, H, W)`` is accepted too). Smaller maps are
+            upsampled bilinearly to ``(H, W)``; values are clamped to [0, 1].
+        mean: normalisation means to undo (see :func:`to_rgb`). Default ``None``.
+        std: normalisation standard deviations to undo. Default ``None``.
+        cmap: matplotlib colormap name or ``Colormap``. Default ``"jet"``.
+        alpha: opacity of the heatmap colours. Default 0.5.
+
+    Returns:
+        ``(B, 3, H, W)`` float32 RGB images in [0, 1] on ``x``'s device.
+
+    Raises:
+        TypeError: for non-tensor or non-float inputs.
+        ValueError: for mismatched shapes, non-finite maps, a bad ``alpha`` or an unknown colormap.
+    """
+    x = _check_images(x, name="x", owner="render.overlay")
+    alpha = _check_alpha(alpha, owner="render.overlay")
+    h = check_heatmap(h, x, name="h", owner="render.overlay").detach().float()
+    h = upsample_maps(h, (int(x.shape[2]), int(x.shape[3])))
+    rgb = to_rgb(x, mean, std)
+    return ((1 - alpha) * rgb + alpha * _colorize(h, cmap)).clamp_(0, 1)
+
+
+def _pair_tiles(
+    x1: Tensor,
+    x2: Tensor,
+    h1: Tensor,
+    h2: Tensor,
+    *,
+    mean: Stats,
+    std: Stats,
+    cmap: CmapLike,
+    alpha: float,
+    owner: str,
+) -> Tensor:
+    """``(B, 4, 3, H, W)``: image 1, overlay 1, image 2, overlay 2 for every pair."""
+    x1 = _check_images(x1, name="x1", owner=owner)
+    x2 = _check_images(x2, name="x2", owner=owner)
+    if x1.shape != x2.shape:
+        raise ValueError(
+            f"`{owner}`: expected `x1` and `x2` of the same shape, but got {tuple(x1.shape)} and "
+            f"{tuple(x2.shape)}."
+        )
+    if x1.device != x2.device:
+        raise ValueError(
+            f"`{owner}`: expected `x1` and `x2` on the same device, but got {x1.device} and "
+            f"{x2.device}."
+        )
+    for name, h in (("h1", h1), ("h2", h2)):
+        check_heatmap(h, x1, name=name, owner=owner)
+    tiles = [
+        to_rgb(x1, mean, std),
+        overlay(x1, h1, mean=mean, std=std, cmap=cmap, alpha=alpha),
+        to_rgb(x2, mean, std),
+        overlay(x2, h2, mean=mean, std=std, cmap=cmap, alpha=alpha),
+    ]
+    return torch.stack(tiles, dim=1)
+
+
+def pair_grid(
+    x1: Tensor,
+    x2: Tensor,
+    h1: Tensor,
+    h2: Tensor,
+    *,
+    mean: Stats = None,
+    std: Stats = None,
+    cmap: CmapLike = "jet",
+    alpha: float = 0.5,
+    padding: int = 2,
+    pad_value: float = 1.0,
+) -> Tensor:
+    """One image of all probe pairs: a row per pair with image 1, overlay 1, image 2, overlay 2.
+
+    Built with :func:`torchvision.utils.make_grid` (``nrow=4``). This is the picture the trackers
+    receive (W&B media panel, TensorBoard images, MLflow image artifacts, PNG files).
+
+    Args:
+        x1: ``(B, C, H, W)`` first images of the pairs (``C`` = 1 or 3, possibly normalised).
+        x2: ``(B, C, H, W)`` second images.
+        h1: ``(B, H, W)`` heatmaps of ``x1`` in [0, 1] (smaller maps are upsampled).
+        h2: ``(B, H, W)`` heatmaps of ``x2`` in [0, 1].
+        mean: normalisation means to undo. Default ``None``.
+        std: normalisation standard deviations to undo. Default ``None``.
+        cmap: matplotlib colormap. Default ``"jet"``.
+        alpha: heatmap opacity in the overlays. Default 0.5.
+        padding: pixels between tiles (and around the grid). Default 2.
+        pad_value: grey level of the padding in [0, 1]. Default 1.0 (white).
+
+    Returns:
+        ``(3, B * H + (B + 1) * padding, 4 * W + 5 * padding)`` uint8 tensor (CHW) on the CPU.
+
+    Raises:
+        TypeError: for non-tensor or non-float inputs.
+        ValueError: for mismatched shapes, a negative ``padding`` or a bad ``alpha``/colormap.
+    """
+    from torchvision.utils import make_grid
+
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(
+            f"`render.pair_grid`: expected `padding` to be a non-negative int, but got {padding!r}."
+        )
+    tiles = _pair_tiles(
+        x1, x2, h1, h2, mean=mean, std=std, cmap=cmap, alpha=alpha, owner="render.pair_grid"
+    )
+    grid: Tensor = make_grid(
+        tiles.flatten(0, 1), nrow=4, padding=padding, pad_value=float(pad_value)
+    )
+    return grid.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu()
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def pair_figure(
+    x1: Tensor,
+    x2: Tensor,
+    h1: Tensor,
+    h2: Tensor,
+    *,
+    captions: Sequence[str] | None = None,
+    mean: Stats = None,
+    std: Stats = None,
+    cmap: CmapLike = "jet",
+    alpha: float = 0.5,
+    tile_inches: float = 1.8,
+) -> Figure:
+    """A matplotlib figure of the probe pairs: one row per pair, titled with its caption.
+
+    Columns are image 1, overlay 1, image 2, overlay 2, as in :func:`pair_grid`. Used for PNG files
+    and for MLflow/TensorBoard figures, where a caption such as ``"sim 0.83 | ins 0.71 del 0.22"``
+    should stay attached to its row.
+
+    Args:
+        x1: ``(B, C, H, W)`` first images (``C`` = 1 or 3, possibly normalised).
+        x2: ``(B, C, H, W)`` second images.
+        h1: ``(B, H, W)`` heatmaps of ``x1`` in [0, 1].
+        h2: ``(B, H, W)`` heatmaps of ``x2`` in [0, 1].
+        captions: ``B`` row titles, or ``None`` for ``"pair 0"``, ``"pair 1"``, ... Default ``None``.
+        mean: normalisation means to undo. Default ``None``.
+        std: normalisation standard deviations to undo. Default ``None``.
+        cmap: matplotlib colormap. Default ``"jet"``.
+        alpha: heatmap opacity. Default 0.5.
+        tile_inches: width of one tile in inches. Default 1.8.
+
+    Returns:
+        A :class:`~matplotlib.figure.Figure` with an Agg canvas (not managed by pyplot).
+
+    Raises:
+        ValueError: if ``captions`` does not hold one string per pair, plus the errors of
+            :func:`pair_grid`.
+    """
+    owner = "render.pair_figure"
+    tiles = _pair_tiles(x1, x2, h1, h2, mean=mean, std=std, cmap=cmap, alpha=alpha, owner=owner)
+    b, _, _, height, width = tiles.shape
+    if captions is None:
+        captions = [f"pair {i}" for i in range(b)]
+    elif isinstance(captions, str) or len(captions) != b:
+        raise ValueError(
+            f"`{owner}`: expected `captions` to be a list of {b} strings (one per pair), but got "
+            f"{captions!r}."
+        )
+    if not (isinstance(tile_inches, (int, float)) and tile_inches > 0):
+        raise ValueError(f"`{owner}`: expected `tile_inches` > 0, but got {tile_inches!r}.")
+    pictures = tiles.permute(0, 1, 3, 4, 2).cpu().numpy()
+    tile_h = tile_inches * height / width
+    fig = _new_figure(4 * tile_inches, b * (tile_h + 0.35))
+    rows = fig.subfigures(b, 1, squeeze=False)[:, 0]
+    headers = ("image 1", "overlay 1", "image 2", "overlay 2")
+    for i, row in enumerate(rows):
+        row.suptitle(str(captions[i]), fontsize="medium")
+        axes = row.subplots(1, 4)
+        for j, ax in enumerate(axes):
+            ax.imshow(pictures[i, j], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(headers[j], fontsize="small")
+    return fig
+
+
+def _as_curves(name: str, curve: object) -> Tensor:
+    owner = "render.curves_figure"
+    if not isinstance(curve, Tensor) or not curve.is_floating_point():
+        raise TypeError(
+            f"`{owner}`: expected curve {name!r} to be a float tensor of shape (B, T + 1), but got "
+            f"{_describe(curve)}."
+        )
+    c = curve.detach().float().cpu()
+    if c.ndim == 1:
+        c = c.unsqueeze(0)
+    if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] < 2:
+        raise ValueError(
+            f"`{owner}`: expected curve {name!r} of shape (B, T + 1) with B >= 1 and T >= 1, but "
+            f"got shape {tuple(curve.shape)}."
+        )
+    if not torch.isfinite(c).all():
+        raise ValueError(f"`{owner}`: curve {name!r} contains NaN or infinite values.")
+    return c
+
+
+def curves_figure(
+    curves: Mapping[str, Tensor],
+    *,
+    title: str = "",
+    band: Literal["minmax", "std", "none"] = "minmax",
+    xlabel: str = "fraction of pixels",
+    ylabel: str = "similarity",
+) -> Figure:
+    """Plot insertion/deletion similarity curves: the mean over pairs with a shaded band.
+
+    Each curve is plotted against the fraction of pixels inserted or deleted, ``t / T`` in [0, 1].
+    The legend shows each curve's AUC, the trapezoidal area under the *mean* curve on that [0, 1]
+    axis, which equals the mean of the per-pair AUCs (the paper's normalised AUC).
+
+    Args:
+        curves: name -> ``(B, T + 1)`` similarity curves (a ``(T + 1,)`` tensor is one pair).
+            Curves may have different ``T``.
+        title: axes title. Default ``""``.
+        band: ``"minmax"`` (shade between the lowest and highest pair), ``"std"`` (mean ± one
+            standard deviation over pairs) or ``"none"``. Default ``"minmax"``.
+        xlabel: x-axis label. Default ``"fraction of pixels"``.
+        ylabel: y-axis label. Default ``"similarity"``.
+
+    Returns:
+        A :class:`~matplotlib.figure.Figure` with an Agg canvas (not managed by pyplot).
+
+    Raises:
+        TypeError: if a curve is not a float tensor.
+        ValueError: for an empty mapping, a bad shape, non-finite values or an unknown ``band``.
+    """
+    owner = "render.curves_figure"
+    if not isinstance(curves, Mapping) or len(curves) == 0:
+        raise ValueError(
+            f"`{owner}`: expected a non-empty mapping name -> (B, T + 1) curve, but got {curves!r}."
+        )
+    if band not in ("minmax", "std", "none"):
+        raise ValueError(
+            f"`{owner}`: expected `band` to be one of ('minmax', 'std', 'none'), but got {band!r}."
+        )
+    fig = _new_figure(5.0, 3.6)
+    ax = fig.add_subplot()
+    for name, curve in curves.items():
+        c = _as_curves(name, curve)
+        steps = c.shape[1] - 1
+        frac = torch.linspace(0, 1, steps + 1)
+        mean = c.mean(dim=0)
+        auc = float(torch.trapezoid(mean, frac))
+        (line,) = ax.plot(frac.numpy(), mean.numpy(), label=f"{name} (AUC {auc:.3f})")
+        if band != "none" and c.shape[0] > 1:
+            if band == "minmax":
+                low, high = c.amin(dim=0), c.amax(dim=0)
+            else:
+                spread = c.std(dim=0)
+                low, high = mean - spread, mean + spread
+            ax.fill_between(
+                frac.numpy(), low.numpy(), high.numpy(), color=line.get_color(), alpha=0.2, lw=0
+            )
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def figure_to_image(figure: Figure, *, dpi: float | None = None) -> Tensor:
+    """Rasterise a matplotlib figure with the Agg renderer into a ``(3, H, W)`` uint8 tensor.
+
+    Works for figures made by pyplot or not, without switching pyplot's backend. The figure is left
+    open and usable.
+
+    Args:
+        figure: the figure to draw.
+        dpi: resolution. Default ``None``: the figure's own dpi.
+
+    Returns:
+        ``(3, H, W)`` uint8 RGB tensor on the CPU (alpha dropped after compositing on white).
+
+    Raises:
+        TypeError: if ``figure`` is not a matplotlib ``Figure``.
+    """
+    import io
+
+    from PIL import Image
+
+    if not isinstance(figure, Figure):
+        raise TypeError(
+            f"`render.figure_to_image`: expected a matplotlib Figure, but got {_describe(figure)}."
+        )
+    buffer = io.BytesIO()
+    # savefig to PNG always renders with Agg and restores the figure's own canvas afterwards.
+    figure.savefig(buffer, format="png", dpi="figure" if dpi is None else dpi)
+    buffer.seek(0)
+    with Image.open(buffer) as img:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+    out = torch.from_numpy(np.round(rgb * 255.0).astype(np.uint8))
+    return out.permute(2, 0, 1).contiguous()

@@ -1,0 +1,133 @@
+"""A sink that writes PNG and CSV files: the fallback for CSVLogger and for runs without a tracker."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from lightning_explain.sinks.base import (
+    ExplanationSink,
+    check_image,
+    check_table,
+    image_to_numpy,
+    is_global_zero,
+    release_figure,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["FileSink", "file_stem"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
+def file_stem(key: str, *, owner: str = "FileSink") -> str:
+    """A file name for a logging key: slashes and unsafe characters become ``_``.
+
+    ``"explain/gradcam/pairs"`` -> ``"explain_gradcam_pairs"``.
+
+    Raises:
+        ValueError: if nothing usable is left of ``key``.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"`{owner}`: expected `key` to be a string, but got {key!r}.")
+    stem = _UNSAFE.sub("_", key.strip()).strip("._")
+    if not stem:
+        raise ValueError(
+            f"`{owner}`: expected a `key` with letters or digits, such as 'explain/gradcam/pairs', "
+            f"but got {key!r}."
+        )
+    return stem
+
+
+class FileSink(ExplanationSink):
+    """Write explanations as files under ``<directory>/explanations/``.
+
+    Layout: one folder per explanation cycle, named ``epoch=NNN`` after the epoch given to
+    :meth:`~ExplanationSink.set_context` (``step=NNNNNNNN`` after the global step when no epoch is
+    set), holding one file per key, slashes in the key replaced by ``_``::
+
+        <directory>/explanations/epoch=003/explain_gradcam_pairs.png    # log_image
+        <directory>/explanations/epoch=003/explain_gradcam_curves.png   # log_figure
+        <directory>/explanations/epoch=003/explain_gradcam_scores.csv   # log_table
+
+    Image captions, the key and the step are stored as PNG text chunks (``Description``, ``Title``,
+    ``Step``; shown by ``exiftool`` or ``PIL.Image.open(p).text``). A key logged twice in one
+    cycle overwrites its file. Writes happen on global rank 0 only.
+
+    This sink is what :func:`~lightning_explain.sinks.sinks_for` gives a ``CSVLogger`` (under its
+    ``log_dir``, next to ``metrics.csv``) and a run without an image-capable logger.
+
+    Args:
+        directory: the base directory (created on first write).
+        dpi: resolution of figures saved by :meth:`log_figure`. Default 100.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, dpi: float = 100.0) -> None:
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(
+                f"`FileSink`: expected `directory` to be a path, but got {type(directory).__name__}."
+            )
+        if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or dpi <= 0:
+            raise ValueError(f"`FileSink`: expected `dpi` > 0, but got {dpi!r}.")
+        self.directory = Path(directory)
+        self.dpi = float(dpi)
+
+    @property
+    def root(self) -> Path:
+        """``<directory>/explanations``."""
+        return self.directory / "explanations"
+
+    def folder(self, step: int) -> Path:
+        """The folder of the current cycle: ``epoch=NNN`` if an epoch is set, else ``step=NNNNNNNN``."""
+        name = f"epoch={self.epoch:03d}" if self.epoch is not None else f"step={int(step):08d}"
+        return self.root / name
+
+    def path(self, key: str, step: int, suffix: str) -> Path:
+        """Where ``key`` is written at ``step`` (``suffix`` such as ``".png"``)."""
+        return self.folder(step) / f"{file_stem(key)}{suffix}"
+
+    def _target(self, key: str, step: int, suffix: str) -> Path:
+        path = self.path(key, step, suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log_image(self, key: str, image: Tensor, step: int, caption: str | None = None) -> None:
+        """Write ``image`` as ``<folder>/<key>.png`` (caption in the PNG ``Description`` chunk)."""
+        from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
+
+        image = check_image(image, owner="FileSink.log_image")
+        if not is_global_zero():
+            return
+        info = PngInfo()
+        info.add_text("Title", key)
+        info.add_text("Step", str(int(step)))
+        if caption is not None:
+            info.add_itxt("Description", str(caption))
+        Image.fromarray(image_to_numpy(image)).save(self._target(key, step, ".png"), pnginfo=info)
+
+    def log_figure(self, key: str, figure: Figure, step: int) -> None:
+        """Save ``figure`` as ``<folder>/<key>.png``."""
+        if is_global_zero():
+            figure.savefig(self._target(key, step, ".png"), format="png", dpi=self.dpi)
+        release_figure(figure)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
+        """Write the table as ``<folder>/<key>.csv`` (header row, then one line per row)."""
+        columns, rows = check_table(columns, rows, owner="FileSink.log_table")
+        if not is_global_zero():
+            return
+        with self._target(key, step, ".csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(rows)
+
+    def __repr__(self) -> str:
+        return f"FileSink({str(self.directory)!r})"

@@ -1,0 +1,54 @@
+"""Weights & Biases sink, through Lightning's ``WandbLogger``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from lightning_explain.sinks.base import (
+    ExplanationSink,
+    check_image,
+    check_table,
+    image_to_numpy,
+    require,
+)
+
+__all__ = ["WandbSink"]
+
+
+class WandbSink(ExplanationSink):
+    """Log to W&B with ``WandbLogger.log_image`` and ``WandbLogger.log_table``.
+
+    * Images land in the run's media panel under ``key``, with the caption below the image.
+    * Figures are rasterised (Agg) and logged as images (the base class behaviour), which keeps
+      them pixel-identical to the PNG files and avoids W&B's plotly conversion.
+    * Tables become a ``wandb.Table`` under ``key``.
+
+    Everything goes through the logger, never ``run.log(step=...)`` directly: the logger stores
+    ``step`` as the ``trainer/global_step`` field, which avoids W&B's "step must only increase"
+    errors. The media panel's slider still counts W&B's own ``_step`` (one per ``log`` call); see
+    the trackers page of the documentation.
+
+    Args:
+        logger: a ``WandbLogger`` from ``lightning.pytorch.loggers`` or ``pytorch_lightning.loggers``.
+
+    Raises:
+        ModuleNotFoundError: if ``wandb`` is not installed.
+    """
+
+    def __init__(self, logger: Any) -> None:
+        require("wandb", extra="wandb", owner="WandbSink")
+        self.logger = logger
+
+    def log_image(self, key: str, image: Tensor, step: int, caption: str | None = None) -> None:
+        image = check_image(image, owner="WandbSink.log_image")
+        extra: dict[str, list[Any]] = {} if caption is None else {"caption": [str(caption)]}
+        self.logger.log_image(key=key, images=[image_to_numpy(image)], step=int(step), **extra)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
+        columns, rows = check_table(columns, rows, owner="WandbSink.log_table")
+        self.logger.log_table(key=key, columns=columns, data=rows, step=int(step))
+
+    def __repr__(self) -> str:
+        return f"WandbSink({type(self.logger).__name__})"

@@ -1,0 +1,422 @@
+"""Conditional, context-agnostic and pairwise occlusion: oracles, loop references, edge cases."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_explain import explain
+from lightning_explain._core import finalize_maps, pair_context
+from lightning_explain.methods.occlusion import (
+    _conditional_occlusion_maps,
+    _context_agnostic_maps,
+    erasing_boxes,
+    window_starts,
+)
+from tests.helpers import TinyCNN, images, left_mass
+
+OCCLUSION = ["conditional_occlusion", "context_agnostic_occlusion", "pairwise_occlusion"]
+
+
+class Centred(nn.Module):
+    """TinyCNN embedding minus the embedding of a grey image.
+
+    A random CNN maps every image to nearly the same direction (cosine ~0.9999), so similarity
+    changes are ~1e-4 and a 1e-5 tolerance would say nothing; centring makes them O(0.1).
+    """
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.net = TinyCNN(in_channels).eval()
+        with torch.no_grad():
+            self.register_buffer("ref", self.net(torch.full((1, in_channels, 8, 8), 0.5)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x) - self.ref
+
+
+class LeftCells(nn.Module):
+    """Centred mean colour of a 4 x 2 grid of cells of the left half; the right half is ignored."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        left = x[..., : x.shape[-1] // 2] - 0.5
+        return F.adaptive_avg_pool2d(left, (4, 2)).flatten(1)
+
+
+class Counting(nn.Module):
+    """Wraps a model and records the size of every forward batch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.batches: list[int] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.batches.append(int(x.shape[0]))
+        return self.model(x)
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    """Independent restatement of the documented window positions."""
+    window = min(window, length)
+    out = list(range(0, length - window + 1, stride))
+    return out if out[-1] == length - window else [*out, length - window]
+
+
+def _cos(a: Tensor, b: Tensor) -> float:
+    return float(F.cosine_similarity(a.view(1, -1), b.view(1, -1)))
+
+
+def _loop_occlusion(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    window: int,
+    stride: int,
+    fill: float,
+    context_agnostic: bool,
+) -> tuple[Tensor, Tensor]:
+    """Per-pair, per-position loop reference of CO / CACO raw maps (mean over covering windows)."""
+    model.eval()
+    b, _, h, w = x1.shape
+    wh, ww = min(window, h), min(window, w)
+    raw = torch.zeros(2, b, h, w, dtype=torch.float64)
+    count = torch.zeros(h, w, dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(b):
+            z = [model(x1[i : i + 1])[0], model(x2[i : i + 1])[0]]
+            for side, x in enumerate((x1[i], x2[i])):
+                partner = z[1 - side]
+                for top in _starts(h, window, stride):
+                    for left in _starts(w, window, stride):
+                        win = (slice(None), slice(top, top + wh), slice(left, left + ww))
+                        without = x.clone()
+                        without[win] = fill
+                        zo = model(without[None])[0]
+                        if context_agnostic:
+                            alone = torch.full_like(x, fill)
+                            alone[win] = x[win]
+                            score = _cos(model(alone[None])[0] - zo, partner)
+                        else:
+                            score = _cos(z[0], z[1]) - _cos(zo, partner)
+                        raw[side, i, top : top + wh, left : left + ww] += score
+                        if i == 0 and side == 0:
+                            count[top : top + wh, left : left + ww] += 1
+    assert (count > 0).all(), "the reference positions must cover every pixel"
+    raw /= count
+    return raw[0].float(), raw[1].float()
+
+
+# --------------------------------------------------------------------------------------------------
+# Window positions
+
+
+@pytest.mark.parametrize(
+    ("length", "window", "stride", "expected"),
+    [
+        (224, 64, 8, list(range(0, 161, 8))),  # paper: 21 positions, flush already
+        (30, 8, 5, [0, 5, 10, 15, 20, 22]),  # extra flush position
+        (24, 8, 8, [0, 8, 16]),
+        (16, 64, 8, [0]),  # window clamped to the image
+        (5, 1, 1, [0, 1, 2, 3, 4]),
+    ],
+)
+def test_window_starts(length: int, window: int, stride: int, expected: list[int]) -> None:
+    assert window_starts(length, window, stride) == expected
+    assert len(window_starts(224, 64, 8)) == 21
+
+
+# --------------------------------------------------------------------------------------------------
+# Conditional occlusion
+
+
+@pytest.mark.parametrize(("window", "stride"), [(8, 4), (8, 8)])
+def test_conditional_occlusion_matches_captum(window: int, stride: int) -> None:
+    captum_attr = pytest.importorskip("captum.attr")
+    model = Centred()
+    x1, x2 = images(2, 3, 24, 32, seed=1), images(2, 3, 24, 32, seed=2)  # (24-8), (32-8) % 4 == 0
+    with pair_context(model, x1, x2) as ctx:
+        raw1, raw2, _ = _conditional_occlusion_maps(ctx, window, stride, 0.25, 64)
+    with torch.no_grad():
+        z1, z2 = model(x1), model(x2)
+        kwargs: dict[str, Any] = {
+            "sliding_window_shapes": (3, window, window),
+            "strides": (3, stride, stride),
+            "baselines": 0.25,
+            "perturbations_per_eval": 16,  # captum stacks 16 perturbed copies of the batch
+        }
+
+        def cos_to(z: Tensor, first: bool) -> Callable[[Tensor], Tensor]:
+            def fn(x: Tensor) -> Tensor:
+                partner = z.repeat(x.shape[0] // z.shape[0], 1)
+                zx = model(x)
+                return F.cosine_similarity(zx, partner) if first else F.cosine_similarity(partner, zx)
+
+            return fn
+
+        a1 = captum_attr.Occlusion(cos_to(z2, True)).attribute(x1, **kwargs)
+        a2 = captum_attr.Occlusion(cos_to(z1, False)).attribute(x2, **kwargs)
+    assert raw1.abs().max() > 1e-2  # the drops are large enough for the tolerance to matter
+    torch.testing.assert_close(raw1, a1[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(raw2, a2[:, 0], atol=1e-5, rtol=0)
+    e = explain(model, x1, x2, method="conditional_occlusion", window=window, stride=stride, fill=0.25)
+    torch.testing.assert_close(e.h1, finalize_maps(a1[:, 0], (24, 32), minmax=True), atol=1e-4, rtol=0)
+    torch.testing.assert_close(e.h2, finalize_maps(a2[:, 0], (24, 32), minmax=True), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("context_agnostic", [False, True])
+def test_occlusion_matches_loop_reference(context_agnostic: bool) -> None:
+    # Non-square, with an extra flush position on both axes: rows 0,4,8 + 10; cols 0,4,8,12 + 14.
+    model = Centred()
+    x1, x2 = images(2, 3, 16, 20, seed=3), images(2, 3, 16, 20, seed=4)
+    ref1, ref2 = _loop_occlusion(model, x1, x2, 6, 4, 0.1, context_agnostic)
+    maps = _context_agnostic_maps if context_agnostic else _conditional_occlusion_maps
+    with pair_context(model, x1, x2) as ctx:
+        raw1, raw2, _ = maps(ctx, 6, 4, 0.1, 64)
+    torch.testing.assert_close(raw1, ref1, atol=1e-5, rtol=0)
+    torch.testing.assert_close(raw2, ref2, atol=1e-5, rtol=0)
+    method = "context_agnostic_occlusion" if context_agnostic else "conditional_occlusion"
+    e = explain(model, x1, x2, method=method, window=6, stride=4, fill=0.1)
+    torch.testing.assert_close(e.h1, finalize_maps(ref1, (16, 20), minmax=True), atol=1e-4, rtol=0)
+    torch.testing.assert_close(e.h2, finalize_maps(ref2, (16, 20), minmax=True), atol=1e-4, rtol=0)
+
+
+def test_window_larger_than_one_side_is_clamped() -> None:
+    model = Centred()
+    x1, x2 = images(1, 3, 16, 40, seed=5), images(1, 3, 16, 40, seed=6)
+    e = explain(model, x1, x2, method="conditional_occlusion", window=24, stride=8)
+    # The window spans the full height, so scores vary along the width only.
+    for h in (e.h1, e.h2):
+        assert torch.equal(h, h[:, :1].expand_as(h))
+        assert h.amax() == 1
+    # Larger than both sides: one position filling the whole image, nothing to rank.
+    e = explain(model, x1, x2, method="conditional_occlusion", window=64)
+    assert torch.equal(e.h1, torch.zeros_like(e.h1))
+
+
+def test_conditional_occlusion_localises_for_a_positive_pair() -> None:
+    # The paper's setting: x2 is a view of x1, so occluding what the model sees lowers the similarity.
+    x1 = images(4, 3, 32, 32, seed=9)
+    x2 = 0.8 * x1 + 0.2 * images(4, 3, 32, 32, seed=10)
+    e = explain(LeftCells(), x1, x2, method="conditional_occlusion", window=8, stride=4)
+    for h in (e.h1, e.h2):
+        assert (left_mass(h) > 0.8).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Pairwise occlusion
+
+
+def _loop_pairwise(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    n: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    fill: float,
+    temperature: float,
+    credit: str,
+    seed: int,
+) -> tuple[Tensor, Tensor]:
+    model.eval()
+    b, _, h, w = x1.shape
+    top, left, hh, ww = erasing_boxes(torch.Generator().manual_seed(seed), (2, b, n), (h, w), scale, ratio)
+    raw = torch.zeros(2, b, h, w)
+    with torch.no_grad():
+        for i in range(b):
+            base = _cos(model(x1[i : i + 1]), model(x2[i : i + 1]))
+            drops, x1_weaker = [], []
+            for k in range(n):
+                erased = []
+                for side, x in enumerate((x1[i], x2[i])):
+                    t, l = int(top[side, i, k]), int(left[side, i, k])
+                    y = x.clone()
+                    y[:, t : t + int(hh[side, i, k]), l : l + int(ww[side, i, k])] = fill
+                    erased.append(model(y[None])[0])
+                drops.append(base - _cos(erased[0], erased[1]))
+                x1_weaker.append(bool(erased[0].norm() < erased[1].norm()))
+            weights = torch.softmax(torch.tensor(drops) / temperature, dim=0)
+            for k in range(n):
+                for side in (0, 1):
+                    if credit == "norm" and x1_weaker[k] != (side == 0):
+                        continue
+                    t, l = int(top[side, i, k]), int(left[side, i, k])
+                    raw[side, i, t : t + int(hh[side, i, k]), l : l + int(ww[side, i, k])] += weights[k]
+    return finalize_maps(raw[0], (h, w)), finalize_maps(raw[1], (h, w))
+
+
+@pytest.mark.parametrize(("credit", "temperature"), [("both", 1.0), ("norm", 0.1)])
+def test_pairwise_occlusion_matches_loop_reference(credit: str, temperature: float) -> None:
+    model = Centred()
+    x1, x2 = images(2, 3, 20, 24, seed=7), images(2, 3, 20, 24, seed=8)
+    opts: dict[str, Any] = {
+        "n_erasures": 12, "scale": (0.05, 0.4), "ratio": (0.5, 2.0), "fill": 0.2,
+        "temperature": temperature, "credit": credit, "seed": 5,
+    }
+    e = explain(model, x1, x2, method="pairwise_occlusion", **opts)
+    ref1, ref2 = _loop_pairwise(model, x1, x2, 12, (0.05, 0.4), (0.5, 2.0), 0.2, temperature, credit, 5)
+    torch.testing.assert_close(e.h1, ref1, atol=1e-5, rtol=0)
+    torch.testing.assert_close(e.h2, ref2, atol=1e-5, rtol=0)
+
+
+def test_erasing_boxes_follow_torchvision_random_erasing() -> None:
+    transforms = pytest.importorskip("torchvision.transforms")
+    size, scale, ratio, n = (40, 56), (0.1, 0.3), (1.0, 1.5), 4000
+    top, left, h, w = erasing_boxes(torch.Generator().manual_seed(0), (n,), size, scale, ratio)
+    assert ((h > 0) & (h < size[0]) & (w > 0) & (w < size[1])).all()
+    assert ((top >= 0) & (top + h <= size[0]) & (left >= 0) & (left + w <= size[1])).all()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        img = torch.zeros(3, *size)
+        tv = torch.tensor(
+            [transforms.RandomErasing.get_params(img, scale, ratio, [0.0])[:4] for _ in range(n)],
+            dtype=torch.float64,
+        )
+    ours = torch.stack([top, left, h, w], dim=1).double()
+    # Same distribution: means and spreads agree to a few standard errors.
+    se = tv.std(0) / math.sqrt(n)
+    assert ((ours.mean(0) - tv.mean(0)).abs() < 5 * se * math.sqrt(2)).all()
+    assert ((ours.std(0) - tv.std(0)).abs() < 0.1 * tv.std(0)).all()
+
+
+def test_erasing_boxes_that_never_fit_erase_nothing() -> None:
+    # scale 1 on a square image: h == H on every attempt; torchvision then leaves the image as is.
+    top, left, h, w = erasing_boxes(torch.Generator().manual_seed(0), (5,), (8, 8), (1.0, 1.0), (1.0, 1.0))
+    assert (h == 0).all() and (w == 0).all()
+
+
+def test_pairwise_occlusion_does_not_credit_black_pixels() -> None:
+    # The paper's code finds erased pixels by channel sum == 0, so black image regions were credited
+    # on every erasure. Here credit follows the rectangles only.
+    x1, x2 = images(1, 3, 24, 24, seed=1), images(1, 3, 24, 24, seed=2)
+    x1[..., :, :6] = 0.0
+    opts: dict[str, Any] = {"n_erasures": 3, "scale": (0.02, 0.05), "seed": 2}
+    e = explain(Centred(), x1, x2, method="pairwise_occlusion", **opts)
+    top, left, h, w = erasing_boxes(torch.Generator().manual_seed(2), (2, 1, 3), (24, 24), (0.02, 0.05), (1.0, 1.5))
+    covered = torch.zeros(24, 24, dtype=torch.bool)
+    for k in range(3):
+        covered[top[0, 0, k] : top[0, 0, k] + h[0, 0, k], left[0, 0, k] : left[0, 0, k] + w[0, 0, k]] = True
+    assert not covered[:, :6].all()
+    assert (e.h1[0][~covered] == 0).all()
+    assert (e.h1[0][covered] > 0).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared behaviour
+
+
+FAST_OPTS: dict[str, dict[str, Any]] = {
+    "conditional_occlusion": {"window": 6, "stride": 4},
+    "context_agnostic_occlusion": {"window": 6, "stride": 4},
+    "pairwise_occlusion": {"n_erasures": 10},
+}
+
+
+@pytest.mark.parametrize("method", OCCLUSION)
+def test_chunking_does_not_change_results(method: str) -> None:
+    model = Centred()
+    x1, x2 = images(2, 3, 12, 16, seed=1), images(2, 3, 12, 16, seed=2)
+    ref = explain(model, x1, x2, method=method, batch_size=1000, **FAST_OPTS[method])
+    for batch_size in (1, 7):
+        counted = Counting(model)
+        e = explain(counted, x1, x2, method=method, batch_size=batch_size, **FAST_OPTS[method])
+        assert max(counted.batches) <= batch_size
+        # Equal up to float rounding (CPU convolutions may pick another kernel per batch size).
+        torch.testing.assert_close(e.h1, ref.h1, atol=1e-4, rtol=0)
+        torch.testing.assert_close(e.h2, ref.h2, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("method", "per_pair"),
+    [
+        # 2 baselines + per image: positions (4 x 5) x 1 or 2 images, or erasures.
+        ("conditional_occlusion", 2 + 2 * 20),
+        ("context_agnostic_occlusion", 2 + 4 * 20),
+        ("pairwise_occlusion", 2 + 2 * 10),
+    ],
+)
+def test_documented_forward_cost(method: str, per_pair: int) -> None:
+    counted = Counting(Centred())
+    x1, x2 = images(3, 3, 16, 20, seed=1), images(3, 3, 16, 20, seed=2)
+    explain(counted, x1, x2, method=method, **FAST_OPTS[method])
+    assert sum(counted.batches) == 3 * per_pair
+
+
+@pytest.mark.parametrize("method", OCCLUSION)
+def test_single_pair_one_channel_non_square(method: str) -> None:
+    model = Centred(in_channels=1)
+    x1, x2 = images(1, 1, 18, 26, seed=1), images(1, 1, 18, 26, seed=2)
+    e = explain(model, x1, x2, method=method, **FAST_OPTS[method])
+    for h in (e.h1, e.h2):
+        assert h.shape == (1, 18, 26)
+        assert h.amax() == pytest.approx(1.0)
+        assert h.amin() >= 0
+    torch.testing.assert_close(e.sim, F.cosine_similarity(model(x1), model(x2)).detach())
+
+
+Case = tuple[str, dict[str, Any], type[Exception], str]
+BAD: list[Case] = [
+    *[
+        (m, {k: v}, exc, k)
+        for m in ("conditional_occlusion", "context_agnostic_occlusion")
+        for k, v, exc in [
+            ("window", 0, ValueError),
+            ("window", 2.5, TypeError),
+            ("stride", 0, ValueError),
+            ("stride", True, TypeError),
+            ("fill", "black", TypeError),
+            ("fill", float("nan"), ValueError),
+            ("batch_size", 0, ValueError),
+        ]
+    ],
+    ("pairwise_occlusion", {"n_erasures": 0}, ValueError, "n_erasures"),
+    ("pairwise_occlusion", {"n_erasures": 3.0}, TypeError, "n_erasures"),
+    ("pairwise_occlusion", {"scale": (0.0, 0.3)}, ValueError, "scale"),
+    ("pairwise_occlusion", {"scale": (0.1, 1.5)}, ValueError, "scale"),
+    ("pairwise_occlusion", {"scale": (0.3, 0.1)}, ValueError, "scale"),
+    ("pairwise_occlusion", {"scale": 0.2}, TypeError, "scale"),
+    ("pairwise_occlusion", {"ratio": (-1.0, 1.5)}, ValueError, "ratio"),
+    ("pairwise_occlusion", {"ratio": (1.0, "a")}, TypeError, "ratio"),
+    ("pairwise_occlusion", {"temperature": 0.0}, ValueError, "temperature"),
+    ("pairwise_occlusion", {"credit": "x1"}, ValueError, "credit"),
+    ("pairwise_occlusion", {"seed": -1}, ValueError, "seed"),
+    ("pairwise_occlusion", {"seed": 1.5}, TypeError, "seed"),
+    ("pairwise_occlusion", {"fill": None}, TypeError, "fill"),
+    ("pairwise_occlusion", {"batch_size": 0}, ValueError, "batch_size"),
+]
+
+
+@pytest.mark.parametrize(("method", "options", "exc", "name"), BAD)
+def test_bad_options_name_the_option(
+    method: str, options: dict[str, Any], exc: type[Exception], name: str
+) -> None:
+    with pytest.raises(exc, match=rf"`{method}`: expected `{name}"):
+        explain(TinyCNN(), images(1), images(1), method=method, **options)
+
+
+def test_custom_similarity_argument_order() -> None:
+    # h1 scores s(f(x1 occluded), f(x2)); h2 scores s(f(x1), f(x2 occluded)).
+    calls: list[tuple[Tensor, Tensor]] = []
+
+    def sim(z1: Tensor, z2: Tensor) -> Tensor:
+        calls.append((z1, z2))
+        return F.cosine_similarity(z1, z2)
+
+    model = Centred()
+    x1, x2 = images(1, 3, 16, 16, seed=1), images(1, 3, 16, 16, seed=2)
+    explain(model, x1, x2, method="conditional_occlusion", window=8, stride=8, similarity=sim)
+    with torch.no_grad():
+        z1, z2 = model(x1)[0], model(x2)[0]
+    left, right = calls[1]  # calls[0] is the unperturbed pair
+    assert left.shape[0] == 8  # 4 positions x 2 images in one chunk, x1 and x2 alternating
+    torch.testing.assert_close(right[0::2], z2.expand(4, -1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(left[1::2], z1.expand(4, -1), atol=1e-6, rtol=0)
+    assert not torch.allclose(left[0::2], z1.expand(4, -1), atol=1e-4)
+

@@ -1,0 +1,395 @@
+"""Sinks: what each tracker receives, read back from what it wrote (offline, no network)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from lightning_explain import render
+from lightning_explain.sinks import (
+    ExplanationSink,
+    FileSink,
+    register_sink,
+    registered_sinks,
+    sinks_for,
+    unregister_sink,
+)
+from tests.helpers import images
+
+KEY = "explain/gradcam/pairs"
+COLUMNS = ["pair", "sim", "insertion", "deletion"]
+ROWS: list[list[object]] = [[0, 0.83, 0.71, 0.22], [1, 0.5, 0.25, 0.125]]
+
+
+def grid(b: int = 2, size: int = 12, seed: int = 0) -> torch.Tensor:
+    x1, x2 = images(b, 3, size, size, seed=seed), images(b, 3, size, size, seed=seed + 1)
+    h = torch.linspace(0, 1, size * size).view(1, size, size).expand(b, -1, -1)
+    return render.pair_grid(x1, x2, h, h.flip(-1))
+
+
+def figure() -> Figure:
+    return render.curves_figure({"insertion": torch.rand(3, 6), "deletion": torch.rand(3, 6)})
+
+
+def png_pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def hwc(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).numpy()
+
+
+class RecordingSink(ExplanationSink):
+    """Only ``log_image``: the minimal sink a user writes."""
+
+    def __init__(self, logger: object = None) -> None:
+        self.logger = logger
+        self.images: list[tuple[str, torch.Tensor, int, str | None]] = []
+
+    def log_image(
+        self, key: str, image: torch.Tensor, step: int, caption: str | None = None
+    ) -> None:
+        self.images.append((key, image, step, caption))
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    before = [match for match, _ in registered_sinks()]
+    yield
+    added = {id(match): match for match, _ in registered_sinks() if match not in before}
+    for match in added.values():
+        unregister_sink(match)
+
+
+# --------------------------------------------------------------------------------------------------
+# Interface and FileSink
+
+
+def test_base_sink_defaults() -> None:
+    sink = RecordingSink()
+    fig = figure()
+    sink.log_figure("explain/curves", fig, step=4)
+    key, image, step, caption = sink.images[0]
+    assert (key, step, caption) == ("explain/curves", 4, None)
+    assert image.dtype == torch.uint8
+    assert tuple(image.shape) == (
+        3,
+        round(fig.get_figheight() * fig.dpi),
+        round(fig.get_figwidth() * fig.dpi),
+    )
+    sink.log_table("explain/scores", COLUMNS, ROWS, step=4)  # no table support: nothing happens
+    sink.flush()
+    assert len(sink.images) == 1
+    with pytest.raises(TypeError, match="epoch"):
+        sink.set_context(epoch="3")  # type: ignore[arg-type]
+
+
+def test_file_sink_layout(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    image = grid()
+    sink.log_image(KEY, image, step=7, caption="sim 0.83 | ins 0.71 del 0.22")
+    by_step = tmp_path / "explanations" / "step=00000007" / "explain_gradcam_pairs.png"
+    assert by_step.is_file()
+    np.testing.assert_array_equal(png_pixels(by_step), hwc(image))
+    with Image.open(by_step) as img:
+        assert img.text["Description"] == "sim 0.83 | ins 0.71 del 0.22"
+        assert img.text["Title"] == KEY
+        assert img.text["Step"] == "7"
+
+    sink.set_context(epoch=3)
+    sink.log_image(KEY, image, step=12)
+    fig = figure()
+    sink.log_figure("explain/gradcam/curves", fig, step=12)
+    sink.log_table(
+        "explain/gradcam/scores", COLUMNS, [[0, torch.tensor(0.5), np.float32(0.25), 0.1]], step=12
+    )
+    folder = tmp_path / "explanations" / "epoch=003"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "explain_gradcam_curves.png",
+        "explain_gradcam_pairs.png",
+        "explain_gradcam_scores.csv",
+    ]
+    assert png_pixels(folder / "explain_gradcam_curves.png").shape == (
+        round(fig.get_figheight() * 100),
+        round(fig.get_figwidth() * 100),
+        3,
+    )
+    with (folder / "explain_gradcam_scores.csv").open() as f:
+        assert list(csv.reader(f)) == [COLUMNS, ["0", "0.5", "0.25", "0.1"]]
+
+
+def test_sinks_reject_bad_input(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    with pytest.raises(TypeError, match="uint8 tensor of shape"):
+        sink.log_image(KEY, grid().float() / 255, step=0)
+    with pytest.raises(ValueError, match=r"x\.permute\(2, 0, 1\)"):
+        sink.log_image(KEY, grid().permute(1, 2, 0), step=0)
+    with pytest.raises(ValueError, match="row 1"):
+        sink.log_table("t", ["a", "b"], [[1, 2], [3]], step=0)
+    with pytest.raises(ValueError, match="distinct column names"):
+        sink.log_table("t", ["a", "a"], [[1, 2]], step=0)
+    with pytest.raises(ValueError, match="letters or digits"):
+        sink.log_image("///", grid(), step=0)
+    assert not (tmp_path / "explanations").exists()
+
+
+def test_file_sink_writes_on_rank_zero_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1, raising=False)
+    sink = FileSink(tmp_path)
+    sink.log_image(KEY, grid(), step=0)
+    sink.log_table("t", ["a"], [[1]], step=0)
+    sink.log_figure("f", figure(), step=0)
+    assert not (tmp_path / "explanations").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Dispatch
+
+
+@pytest.mark.parametrize("namespace", ["lightning.pytorch.loggers", "pytorch_lightning.loggers"])
+def test_sinks_for_dispatches_in_both_namespaces(tmp_path: Path, namespace: str) -> None:
+    pytest.importorskip("tensorboard")
+    loggers = pytest.importorskip(namespace)
+    from lightning_explain.sinks import TensorBoardSink
+
+    class MyCSV(loggers.CSVLogger):  # type: ignore[misc,name-defined]
+        """Subclasses are recognised too."""
+
+    csv_logger = MyCSV(tmp_path / "csv")
+    tb_logger = loggers.TensorBoardLogger(tmp_path / "tb")
+    sinks = sinks_for([tb_logger, csv_logger, loggers.CSVLogger(tmp_path / "csv")])
+    assert [type(s) for s in sinks] == [TensorBoardSink, FileSink]  # one FileSink per directory
+    assert sinks[0].logger is tb_logger  # type: ignore[attr-defined]
+    assert isinstance(sinks[1], FileSink)
+    assert sinks[1].directory == Path(csv_logger.log_dir)
+
+
+def test_sinks_for_fallback_and_unknown_loggers(tmp_path: Path) -> None:
+    assert sinks_for([]) == []
+    (sink,) = sinks_for([], fallback_dir=tmp_path)
+    assert isinstance(sink, FileSink)
+    assert sink.directory == tmp_path
+
+    class CometLogger:
+        pass
+
+    with pytest.warns(UserWarning, match=r"register_sink\(CometLogger, factory\)"):
+        (fallback,) = sinks_for([CometLogger()], fallback_dir=tmp_path)
+    assert isinstance(fallback, FileSink)
+    mine = RecordingSink()
+    assert sinks_for([mine], fallback_dir=tmp_path) == [mine]
+    with pytest.raises(TypeError, match="Wrap a single logger in a list"):
+        sinks_for(CometLogger())  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_register_sink(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+    from pytorch_lightning.loggers import CSVLogger as LegacyCSVLogger
+
+    class NeptuneLogger:
+        pass
+
+    class SubNeptune(NeptuneLogger):
+        pass
+
+    register_sink(NeptuneLogger, RecordingSink)
+    (sink,) = sinks_for([SubNeptune()])
+    assert isinstance(sink, RecordingSink)
+
+    # A class name covers both namespaces and overrides the built-in CSV sink; None skips a logger.
+    register_sink("CSVLogger", lambda logger: None)
+    assert sinks_for([CSVLogger(tmp_path), LegacyCSVLogger(tmp_path)]) == []
+    unregister_sink("CSVLogger")
+    assert len(sinks_for([CSVLogger(tmp_path)])) == 1
+
+    register_sink(NeptuneLogger, lambda logger: "not a sink")
+    with pytest.raises(TypeError, match="returned str"):
+        sinks_for([NeptuneLogger()])
+    with pytest.raises(ValueError, match="nothing is registered"):
+        unregister_sink("CometLogger")
+    with pytest.raises(TypeError, match="callable"):
+        register_sink(NeptuneLogger, "RecordingSink")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("sink_name", "module", "extra"),
+    [("WandbSink", "wandb", "wandb"), ("MLflowSink", "mlflow", "mlflow")],
+)
+def test_missing_tracker_package_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, sink_name: str, module: str, extra: str
+) -> None:
+    import lightning_explain.sinks as sinks
+
+    monkeypatch.setitem(sys.modules, module, None)  # makes the package unimportable
+    with pytest.raises(ModuleNotFoundError, match=rf"pip install 'lightning-explain\[{extra}\]'"):
+        getattr(sinks, sink_name)(object())
+
+
+# --------------------------------------------------------------------------------------------------
+# Trackers, read back offline
+
+
+def test_csv_logger_gets_png_files(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path)
+    (sink,) = sinks_for([logger])
+    sink.set_context(epoch=2)
+    image = grid(b=3, size=16)
+    sink.log_image(KEY, image, step=30, caption="three pairs")
+    x, h = images(3, 3, 16, 16), torch.rand(3, 16, 16)
+    fig = render.pair_figure(x, x, h, h, captions=["a", "b", "c"])
+    sink.log_figure("explain/gradcam/figure", fig, step=30)
+    sink.log_table("explain/gradcam/scores", COLUMNS, ROWS, step=30)
+    folder = Path(logger.log_dir) / "explanations" / "epoch=002"
+    np.testing.assert_array_equal(png_pixels(folder / "explain_gradcam_pairs.png"), hwc(image))
+    saved = matplotlib.image.imread(folder / "explain_gradcam_figure.png")
+    assert saved.shape[:2] == (round(fig.get_figheight() * 100), round(fig.get_figwidth() * 100))
+    with (folder / "explain_gradcam_scores.csv").open() as f:
+        assert next(csv.reader(f)) == COLUMNS
+
+
+def test_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wandb = pytest.importorskip("wandb")
+    for name, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+        "WANDB_DATA_DIR": str(tmp_path / "data"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lightning_explain.sinks import WandbSink
+
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="lightning-explain-test")
+    (sink,) = sinks_for([logger])
+    assert isinstance(sink, WandbSink)
+    first, second = grid(seed=0), grid(seed=5)
+    try:
+        sink.log_image(KEY, first, step=3, caption="epoch 0")
+        sink.log_image(KEY, second, step=7, caption="epoch 1")
+        sink.log_table("explain/gradcam/scores", COLUMNS, ROWS, step=7)
+    finally:
+        logger.experiment.finish()
+        wandb.teardown()  # stop this test's wandb-core service; later runs start their own
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    media = run / "files" / "media"
+    pngs = sorted((media / "images" / "explain" / "gradcam").glob("pairs_*.png"))
+    assert len(pngs) == 2
+    logged = [png_pixels(p) for p in pngs]
+    assert any(np.array_equal(p, hwc(first)) for p in logged)
+    assert any(np.array_equal(p, hwc(second)) for p in logged)
+    (table_file,) = (media / "table" / "explain" / "gradcam").glob("scores_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == COLUMNS
+    assert table["data"] == ROWS
+
+
+def test_tensorboard_read_back(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import (
+        IMAGES,
+        SCALARS,
+        TENSORS,
+        EventAccumulator,
+    )
+
+    from lightning_explain.sinks import TensorBoardSink
+
+    logger = TensorBoardLogger(tmp_path)
+    (sink,) = sinks_for([logger])
+    assert isinstance(sink, TensorBoardSink)
+    images_by_step = {2: grid(seed=0), 5: grid(seed=5)}
+    for step, image in images_by_step.items():
+        sink.log_image(KEY, image, step=step, caption=f"step {step}")
+    sink.log_figure("explain/gradcam/curves", figure(), step=5)
+    sink.log_table("explain/gradcam/scores", COLUMNS, ROWS, step=5)
+    sink.flush()
+
+    events = EventAccumulator(logger.log_dir, size_guidance={IMAGES: 0, SCALARS: 0, TENSORS: 0})
+    events.Reload()
+    logged = events.Images(KEY)
+    assert [e.step for e in logged] == [2, 5]
+    for event in logged:
+        image = images_by_step[event.step]
+        assert (event.height, event.width) == tuple(image.shape[1:])
+        with Image.open(io.BytesIO(event.encoded_image_string)) as decoded:
+            np.testing.assert_array_equal(np.asarray(decoded.convert("RGB")), hwc(image))
+    assert [e.step for e in events.Images("explain/gradcam/curves")] == [5]
+    text = events.Tensors("explain/gradcam/scores/text_summary")[0]
+    assert text.step == 5
+    markdown = text.tensor_proto.string_val[0].decode()
+    assert markdown.splitlines()[0] == "| pair | sim | insertion | deletion |"
+    assert "| 0 | 0.83 | 0.71 | 0.22 |" in markdown
+    caption = events.Tensors(f"{KEY}/caption/text_summary")
+    assert [(c.step, c.tensor_proto.string_val[0].decode()) for c in caption] == [
+        (2, "step 2"),
+        (5, "step 5"),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
+def test_mlflow_read_back(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from lightning_explain.sinks import MLflowSink
+
+    logger = MLFlowLogger(
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        artifact_location=str(tmp_path / "artifacts"),
+    )
+    (sink,) = sinks_for([logger])
+    assert isinstance(sink, MLflowSink)
+    first, second = grid(seed=0), grid(seed=5)
+    sink.log_image("explain/gradcam/pairs:val", first, step=1, caption="epoch 0")
+    sink.log_image("explain/gradcam/pairs:val", second, step=4)
+    sink.log_figure("explain/gradcam/curves", figure(), step=4)
+    sink.log_table("explain/gradcam/scores", COLUMNS, ROWS, step=4)
+
+    client: Any = logger.experiment
+    run_id = logger.run_id
+    names = [a.path for a in client.list_artifacts(run_id, "images")]
+    for step, image in ((1, first), (4, second)):
+        (name,) = [
+            n
+            for n in names
+            if n.startswith(f"images/explain~gradcam~pairs_val+step+{step}+") and n.endswith(".png")
+        ]
+        local = client.download_artifacts(run_id, name, str(tmp_path / "download"))
+        np.testing.assert_array_equal(png_pixels(Path(local)), hwc(image))
+    folder = "explanations/step=00000004/explain/gradcam"
+    assert {Path(a.path).name for a in client.list_artifacts(run_id, folder)} == {
+        "curves.png",
+        "scores.json",
+    }
+    table = client.download_artifacts(run_id, f"{folder}/scores.json", str(tmp_path / "download"))
+    content = json.loads(Path(table).read_text())
+    assert content["columns"] == COLUMNS
+    assert content["data"] == ROWS
+    caption = client.download_artifacts(
+        run_id, "explanations/step=00000001/explain/gradcam/pairs_val.txt", str(tmp_path / "dl")
+    )
+    assert Path(caption).read_text() == "epoch 0"
