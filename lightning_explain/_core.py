@@ -38,6 +38,7 @@ __all__ = [
     "pair_context",
     "check_pair",
     "check_heatmap",
+    "check_embedding",
     "find_modules",
     "finalize_maps",
     "upsample_maps",

@@ -384,8 +384,8 @@ def resolve_class(class_path: str) -> type[nn.Module]:
         walked = f"{walked}.{name}"
     if not (inspect.isclass(obj) and issubclass(obj, nn.Module)):
         raise CheckpointError(
-            f"The class path {class_path!r} names {type(obj).__name__} {obj!r}, not a "
-            f"LightningModule (or nn.Module) class."
+            f"The class path {class_path!r} names {obj!r}, which is not a LightningModule (or "
+            f"nn.Module) class."
         )
     return obj
 

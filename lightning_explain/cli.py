@@ -48,7 +48,7 @@ from lightning_explain.probe import ProbeSet
 __all__ = ["CLIError", "build_parser", "main"]
 
 PROG = "lightning-explain"
-DEFAULT_METHODS = ("gradcam",)
+DEFAULT_METHODS = ("gradcam", "interaction_cam")  # the callback's defaults
 EXIT_USAGE = 2
 
 
@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--probe",
         metavar="PROBE",
-        help="probe file (from `probe export` or PairExplanationCallback.save_probe); default: "
-        "the probe set stored in the first checkpoint that has one",
+        help="probe file (from `probe export`, PairExplanationCallback.save_probe or "
+        "ProbeSet.save; a checkpoint also works); default: the probe set stored in the first "
+        "checkpoint",
     )
     cmp.add_argument(
         "--methods",
@@ -134,14 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--embedding",
         metavar="SPEC",
-        help="what is explained: a dotted path 'pkg.mod:fn' to fn(module, x) -> z, or an "
-        "attribute of the module such as 'backbone'; default: the module's forward",
+        help="what is explained, as the callback's `embedding`: 'forward' (default), an "
+        "attribute path such as 'backbone' (module.backbone(x).flatten(1)), or 'pkg.mod:fn' "
+        "with fn(module, x) -> (N, D)",
     )
     cmp.add_argument(
         "--layer",
         metavar="NAME",
-        help="layer of the class-activation methods (gradcam, interaction_cam): a dotted module "
-        "name; default: 'auto'",
+        help="layer of the class-activation methods (gradcam, interaction_cam): a dotted "
+        "submodule name of the LightningModule such as 'backbone.layer4'; default: 'auto'",
     )
     cmp.add_argument(
         "--similarity",
@@ -598,9 +600,10 @@ def _check_layer(
         resolve_layer(embed, layer, x)
     except (ValueError, TypeError) as err:
         names = ", ".join(p.name for p in layered)
+        given = f"--layer {layer!r}" if layer != "auto" else "the automatic choice (--layer auto)"
         raise CLIError(
-            f"Checkpoint {name}: {names} explain{'s' if len(layered) == 1 else ''} a layer, and "
-            f"--layer {layer!r} cannot be used with this model. {err}"
+            f"Checkpoint {name}: {names} explain{'s' if len(layered) == 1 else ''} the feature "
+            f"map of one layer, and {given} does not work with this model. {err}"
         ) from err
 
 
@@ -739,7 +742,12 @@ def _explain_checkpoint(
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from lightning_explain.checkpoints import checkpoint_meta, from_one_run, load_checkpoint
+    from lightning_explain.checkpoints import (
+        checkpoint_meta,
+        from_one_run,
+        load_checkpoint,
+        resolve_class,
+    )
     from lightning_explain.dashboard import (
         CheckpointInfo,
         DashboardData,
@@ -763,6 +771,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         options=_parse_options(args.option),
     )
+    if args.model_class is not None:
+        resolve_class(args.model_class)  # fail before loading any checkpoint
     paths = [Path(p) for p in args.checkpoints]
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
@@ -1002,6 +1012,8 @@ def _log_trackers(args: argparse.Namespace, data: DashboardData, results: list[_
         sink.flush()
     for logger in loggers:
         logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()  # write the offline run / upload now, not at exit
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1010,7 +1022,9 @@ def _log_trackers(args: argparse.Namespace, data: DashboardData, results: list[_
 
 def _paragraph(message: str) -> str:
     text = " ".join(str(message).split())
-    return textwrap.fill(f"{PROG}: error: {text}", width=100)
+    return textwrap.fill(
+        f"{PROG}: error: {text}", width=100, break_on_hyphens=False, break_long_words=False
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

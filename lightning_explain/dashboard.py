@@ -344,6 +344,7 @@ def _curves_png(data: DashboardData, index: int) -> bytes | None:
         ax.set_xlabel("fraction of pixels")
         ax.set_ylabel("similarity")
         ax.set_xlim(0.0, 1.0)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="x-small", title="method (AUC)", title_fontsize="x-small")
     return _figure_png(fig)
@@ -376,7 +377,11 @@ def _training_png(data: DashboardData, metric: MetricColumn) -> bytes | None:
         ax.plot([xs[i] for i in order], ys, marker="o", color=_color(j), label=method)
     if not drawn:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(metric.key + _arrow(metric.higher_is_better), fontsize="medium")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel(label)
     ax.set_ylabel("score (mean over pairs)")
     ax.grid(True, alpha=0.3)
@@ -418,7 +423,8 @@ th { background: var(--panel); font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.best { background: var(--best); font-weight: 700; }
 .legend { color: var(--muted); margin: 8px 0; }
-.pair-originals { display: flex; gap: 8px; align-items: flex-end; margin-bottom: 8px; }
+.pair { display: flex; gap: 16px; align-items: flex-start; }
+.pair-originals { display: flex; flex-direction: column; gap: 6px; }
 figure { margin: 0; }
 figcaption { color: var(--muted); font-size: 12px; }
 img.tile { width: var(--tile); height: auto; image-rendering: pixelated; display: block;
@@ -528,7 +534,7 @@ def _heatmaps(data: DashboardData) -> str:
         return "<p>No probe images were given.</p>"
     out = []
     for p, (png1, png2) in enumerate(data.pairs):
-        out.append(f'<h3 id="pair-{p}">Pair {p}</h3><div class="pair-originals">')
+        out.append(f'<h3 id="pair-{p}">Pair {p}</h3><div class="pair"><div class="pair-originals">')
         out.append(
             f'<figure><img class="tile" alt="pair {p}, image 1" src="{_data_uri(png1)}">'
             "<figcaption>image 1</figcaption></figure>"
@@ -562,7 +568,7 @@ def _heatmaps(data: DashboardData) -> str:
                 + "".join(cells)
                 + "</tr>"
             )
-        out.append("</tbody></table>")
+        out.append("</tbody></table></div>")
     return "".join(out)
 
 

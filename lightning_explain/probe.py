@@ -353,11 +353,15 @@ def _is_view(x: object) -> bool:
     return isinstance(x, Tensor) and x.is_floating_point() and x.ndim == 3
 
 
+def _is_pil(x: object) -> bool:
+    return type(x).__module__.startswith("PIL")
+
+
 def _check_views(v1: object, v2: object, *, index: int, pairing: str) -> tuple[Tensor, Tensor]:
     for name, v in (("first", v1), ("second", v2)):
         if not _is_view(v):
             hint = ""
-            if type(v).__module__.startswith("PIL"):
+            if _is_pil(v):
                 hint = " End the transform with `ToTensor()` (or `v2.ToImage()` + `v2.ToDtype`)."
             raise ValueError(
                 f"`{_OWNER}`: with pairing={pairing!r}, the {name} view of item {index} must be a "
@@ -379,7 +383,13 @@ def _pair_from_item(item: object, *, index: int, pairing: str) -> tuple[Tensor, 
         views: object = item
         if isinstance(item, (list, tuple)) and item and isinstance(item[0], (list, tuple)):
             views = item[0]
-        if not isinstance(views, (list, tuple)) or len(views) < 2 or not _is_view(views[0]):
+        if isinstance(views, (list, tuple)) and len(views) >= 2 and _is_pil(views[0]):
+            _check_views(views[0], views[1], index=index, pairing=pairing)  # raises with a hint
+        if (
+            not isinstance(views, (list, tuple))
+            or len(views) < 2
+            or not (_is_view(views[0]) and _is_view(views[1]))
+        ):
             raise ValueError(
                 f"`{_OWNER}`: pairing='two_views' expects items of the form ([v1, v2, ...], label, "
                 f"...) or [v1, v2, ...] from a multi-view transform (e.g. lightly's "

@@ -142,6 +142,7 @@ def colormap_lut(cmap: CmapLike = "jet", *, device: torch.device | str | None = 
         device: where to put the table. Default: CPU.
 
     Raises:
+        TypeError: if ``cmap`` is neither a string nor a ``Colormap``.
         ValueError: for an unknown colormap name.
     """
     if not isinstance(cmap, (str, Colormap)):
@@ -150,7 +151,7 @@ def colormap_lut(cmap: CmapLike = "jet", *, device: torch.device | str | None = 
             f"{_describe(cmap)}."
         )
     table = _named_table(cmap) if isinstance(cmap, str) else _table(cmap)
-    return table.to(device if device is not None else "cpu")
+    return table.to(device if device is not None else "cpu", copy=True)
 
 
 def _colorize(h: Tensor, cmap: CmapLike) -> Tensor:

@@ -63,6 +63,33 @@ class LeftHalfModel(nn.Module):
         return self.net.head(self.net.pool(a))
 
 
+class CentredLeftHalfModel(LeftHalfModel):
+    """:class:`LeftHalfModel` whose embedding of an all-zero (the occlusion fill) image is zero.
+
+    A random CNN maps every image to nearly the same direction (pair cosines of 0.9999), so the
+    similarity barely moves under any perturbation. Subtracting the embedding of the fill image
+    centres the embeddings, as training does for a real contrastive model.
+    """
+
+    def __init__(self, in_channels: int = 3, dim: int = 16, seed: int = 0, size: int = 32) -> None:
+        super().__init__(in_channels, dim, seed)
+        with torch.no_grad():
+            self.eval()
+            centre = super().forward(torch.zeros(1, in_channels, size, size))
+        self.register_buffer("centre", centre)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) - self.centre
+
+
+def positive_pairs(b: int, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two views of the same images (brightness change and a little noise), as the paper's pairs."""
+    x1 = images(b, c, h, w, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x2 = (0.9 * x1 + 0.05 + 0.03 * torch.randn(x1.shape, generator=g)).clamp(0, 1)
+    return x1, x2
+
+
 def images(b: int, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> Tensor:
     """Smooth random images in [0, 1] (blobs, so that patches matter), from a private generator."""
     g = torch.Generator().manual_seed(seed)

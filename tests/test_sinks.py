@@ -220,7 +220,7 @@ def test_register_sink(tmp_path: Path) -> None:
     unregister_sink("CSVLogger")
     assert len(sinks_for([CSVLogger(tmp_path)])) == 1
 
-    register_sink(NeptuneLogger, lambda logger: "not a sink")
+    register_sink(NeptuneLogger, lambda logger: "not a sink")  # type: ignore[arg-type,return-value]
     with pytest.raises(TypeError, match="returned str"):
         sinks_for([NeptuneLogger()])
     with pytest.raises(ValueError, match="nothing is registered"):
@@ -290,6 +290,8 @@ def test_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         sink.log_image(KEY, first, step=3, caption="epoch 0")
         sink.log_image(KEY, second, step=7, caption="epoch 1")
         sink.log_table("explain/gradcam/scores", COLUMNS, ROWS, step=7)
+        fig = figure()
+        sink.log_figure("explain/gradcam/curves", fig, step=7)
     finally:
         logger.experiment.finish()
         wandb.teardown()  # stop this test's wandb-core service; later runs start their own
@@ -300,6 +302,12 @@ def test_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     logged = [png_pixels(p) for p in pngs]
     assert any(np.array_equal(p, hwc(first)) for p in logged)
     assert any(np.array_equal(p, hwc(second)) for p in logged)
+    (curves,) = (media / "images" / "explain" / "gradcam").glob("curves_*.png")
+    assert png_pixels(curves).shape == (
+        round(fig.get_figheight() * fig.dpi),
+        round(fig.get_figwidth() * fig.dpi),
+        3,
+    )
     (table_file,) = (media / "table" / "explain" / "gradcam").glob("scores_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"] == COLUMNS

@@ -15,7 +15,7 @@ from typing import Any
 
 from lightning_explain.explanation import PairExplanation
 
-__all__ = ["MethodInfo", "list_methods", "get_method", "method_info", "check_method_options"]
+__all__ = ["MethodInfo", "check_method_options", "get_method", "list_methods", "method_info"]
 
 MethodFn = Callable[..., PairExplanation]
 
@@ -65,31 +65,33 @@ _METHODS: dict[str, MethodInfo] = {
     for m in (
         MethodInfo(
             "conditional_occlusion", "perturbation", _P + "occlusion",
-            "2 * positions forwards (441 at 224 px with window 64, stride 8)", False, False, True,
+            "2 + 2 x positions forwards (884 at 224 px with window 64, stride 8)", False, False, True,
             "similarity drop when a sliding window of one image is filled, the other image intact",
         ),
         MethodInfo(
             "context_agnostic_occlusion", "perturbation", _P + "occlusion",
-            "4 * positions forwards", False, False, True,
+            "2 + 4 x positions forwards (1766 at 224 px)", False, False, True,
             "similarity of the patch-only embedding difference f(patch) - f(image without patch) "
             "with the intact other image",
         ),
         MethodInfo(
             "pairwise_occlusion", "perturbation", _P + "occlusion",
-            "n_erasures forwards per image (2 * 100)", True, False, False,
+            "2 + 2 x n_erasures forwards (202)", True, False, False,
             "random erasures of both images at once; drops weighted by a softmax vote",
         ),
         MethodInfo(
             "rise", "perturbation", _P + "rise",
-            "2 * n_masks forwards", True, False, True,
+            "2 + 2 x n_masks forwards (2002)", True, False, True,
             "randomised input sampling: masks weighted by the masked pair similarity",
         ),
         MethodInfo(
-            "gradcam", "cam", _P + "cam", "1 forward + 1 backward of the pair", False, True, True,
+            "gradcam", "cam", _P + "cam",
+            "1 forward + 1 backward of the pair (+1 forward of one pair for layer='auto')", False, True, True,
             "activations times positive gradients of the pair similarity, summed over channels",
         ),
         MethodInfo(
-            "interaction_cam", "cam", _P + "cam", "1 forward + 1 backward of the pair", False, True,
+            "interaction_cam", "cam", _P + "cam",
+            "1 forward + 1 backward of the pair (+1 forward of one pair for layer='auto')", False, True,
             True, "Grad-CAM on activations re-weighted by channels active in both images",
         ),
         MethodInfo(

@@ -215,11 +215,10 @@ def _detect(ctx: PairContext) -> tuple[list[_Candidate], Tensor]:
     """Run one pair through the model with a forward hook on every module; return the spatial
     candidates in forward-completion order and the ``(1,)`` similarity (with its graph).
 
-    Candidates are outputs with batch size 2 (or a module run once per image with batch size 1)
-    that are either 4-D maps with more than one position,
-    or ``(2, N, D)`` tokens: after a 4-D map of grid ``(h, w)`` tokens must number ``h*w`` or
-    ``h*w + 1`` (a patch embedding followed by a transformer); with no 4-D map before them, ``N`` or
-    ``N - 1`` must factor into a grid with the input's aspect ratio (see :func:`_infer_grid`).
+    A candidate has batch size 2 (or batch size 1 from a module run once per image) and is either a
+    4-D map with more than one position or ``(2, N, D)`` tokens. After a 4-D map of grid ``(h, w)``
+    (a patch embedding), tokens must number ``h*w`` or ``h*w + 1``; with no 4-D map before them,
+    ``N`` or ``N - 1`` must factor into a grid with the input's aspect ratio (:func:`_infer_grid`).
     """
     x = torch.cat([ctx.x1[:1], ctx.x2[:1]]).requires_grad_(True)
     firings: list[tuple[nn.Module, Tensor]] = []

@@ -246,9 +246,11 @@ def conditional_occlusion(
 
     Map: each pixel gets the mean drop of the windows that cover it (the attribution of captum's
     ``Occlusion``). The paper's code instead keeps the ``n_h x n_w`` grid of drops and upsamples it
-    bilinearly, which shifts every score away from the window it belongs to (grid cell 0 is drawn
-    at the image corner although its window is centred ``window / 2`` pixels in). The signed maps
-    are then min-max normalised per map (paper HEAD) and scaled to max 1.
+    bilinearly, which moves scores away from their windows (at 224 px, window 64, stride 8, the
+    first window is centred on pixel 32 but its score is drawn centred on pixel 5). The signed
+    maps are then min-max normalised per map (paper HEAD) and scaled to max 1. Min-max puts the
+    window that raises the similarity most at 0, so where some windows raise it (negative drops),
+    windows with no effect at all land mid-scale, not at 0.
 
     Args:
         model: ``(N, C, H, W) -> (N, D)`` embedding model or callable.
@@ -433,7 +435,7 @@ def _pairwise_occlusion_maps(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Raw ``(B, H, W)`` vote maps of pairwise occlusion, and the pair similarity."""
     b = ctx.batch
-    (img_h, img_w) = ctx.size
+    img_h, img_w = ctx.size
     z = ctx.embed_chunked(torch.cat([ctx.x1, ctx.x2]), batch_size)
     sim = ctx.similarity(z[:b], z[b:])
     gen = ctx.generator(seed)
@@ -480,7 +482,7 @@ def pairwise_occlusion(
     ratio: tuple[float, float] = (1.0, 1.5),
     fill: float = 0.0,
     temperature: float = 1.0,
-    credit: Literal["both", "norm"] = "both",
+    credit: Literal["norm", "both"] = "norm",
     seed: int = 0,
     similarity: Similarity = "cosine",
     batch_size: int = DEFAULT_CHUNK,
@@ -501,11 +503,16 @@ def pairwise_occlusion(
     ``seed``, independently per pair: a pair's rectangles depend on ``seed`` and on its index in
     the batch.
 
-    Credit ``c``: ``"both"`` (default) adds ``w_n`` to the erased rectangles of both images.
-    ``"norm"`` is the paper code's heuristic: only the image whose erased embedding has the smaller
-    L2 norm gets the vote (``c1_n = [||f(x1^n)|| < ||f(x2^n)||]``, ``c2_n = 1 - c1_n``); it compares
-    norms of two different images, which says nothing about which erasure caused the drop, so
-    whole maps can end up empty or dominated by one image.
+    Credit ``c``: ``"norm"`` (default, the paper code's heuristic): only the image whose erased
+    embedding has the smaller L2 norm gets the vote (``c1_n = [||f(x1^n)|| < ||f(x2^n)||]``,
+    ``c2_n = 1 - c1_n``). In the paper's setting (two views of one image, a trained, centred
+    embedding) it localises well: on a centred model that only sees the left half of the image,
+    63-79% of each map's mass falls on the left half at ``temperature=1``. It compares the norms of
+    two different images, so for unrelated pairs or an untrained model (all embeddings pointing the
+    same way) it can send every vote to one image and leave the other map empty. ``"both"`` adds
+    ``w_n`` to the erased rectangles of both images: it never empties a map, but it also credits
+    the erasure that did not cause the drop, so its maps are flatter (about 50% left-half mass at
+    ``temperature=1`` on the same model).
 
     Deviation from the paper's code: erased pixels are taken from the known rectangles. The code
     detects them as pixels whose channel sum is 0, which also credits every naturally black (or,
@@ -522,7 +529,7 @@ def pairwise_occlusion(
         temperature: softmax temperature over the drops (paper: 1). Cosine drops are small, so at
             temperature 1 the weights are close to uniform and the map is mostly erasure coverage;
             a smaller temperature sharpens the vote.
-        credit: ``"both"`` or ``"norm"`` (paper code), see above.
+        credit: ``"norm"`` (paper code, default) or ``"both"``, see above.
         seed: seed of the rectangle generator.
         similarity: ``"cosine"`` (paper), ``"dot"``, ``"neg_l2"`` or ``(z1, z2) -> (N,)``.
         batch_size: most images per forward pass.

@@ -12,7 +12,6 @@ import math
 from typing import Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_explain._core import (
@@ -23,7 +22,7 @@ from lightning_explain._core import (
     pair_context,
 )
 from lightning_explain.explanation import PairExplanation
-from lightning_explain.methods.occlusion import _chunked_scores, _check_real, _pair_sims
+from lightning_explain.methods.occlusion import _check_real, _chunked_scores, _pair_sims
 from lightning_explain.similarity import SimilarityFn
 
 __all__ = ["rise"]
@@ -57,20 +56,49 @@ def rise_mask_params(
     return grids, shifts
 
 
+def _linear_resize_matrix(
+    src: int, dst: int, *, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """``(dst, src)`` matrix of 1-D linear interpolation from ``src`` to ``dst`` samples.
+
+    Pixel-centre aligned (``align_corners=False``) with mirror boundary handling (``d c b | a b c d``),
+    i.e. ``skimage.transform.resize(order=1, mode="reflect", anti_aliasing=False)``, the resize of
+    the RISE reference code. (``F.interpolate`` clamps at the border instead, which changes the
+    outer half cell of every mask by up to about 0.6.)
+    """
+    u = (torch.arange(dst, dtype=torch.float64) + 0.5) * src / dst - 0.5  # built on the CPU
+    i0 = torch.floor(u).long()
+    t = u - i0
+
+    def mirror(i: Tensor) -> Tensor:
+        i = torch.where(i < 0, -i, i)
+        i = torch.where(i > src - 1, 2 * (src - 1) - i, i)
+        return i.clamp(0, src - 1)
+
+    rows = torch.arange(dst)
+    out = torch.zeros(dst, src, dtype=torch.float64)
+    out.index_put_((rows, mirror(i0)), 1 - t, accumulate=True)
+    out.index_put_((rows, mirror(i0 + 1)), t, accumulate=True)
+    return out.to(device=device, dtype=dtype)
+
+
 def rise_masks(grids: Tensor, shifts: Tensor, size: tuple[int, int]) -> Tensor:
     """Smooth RISE masks ``(k, H, W)`` in ``[0, 1]`` from ``(k, s, s)`` grids and ``(k, 2)`` shifts.
 
-    As in RISE: each grid is upsampled bilinearly to ``(s + 1) * ceil(H / s)`` by
-    ``(s + 1) * ceil(W / s)`` pixels and an ``H x W`` window is cropped at offset ``shifts``.
+    As in RISE: each grid is resized linearly to ``(s + 1) * ceil(H / s)`` by
+    ``(s + 1) * ceil(W / s)`` pixels (mirror boundary, as ``skimage.transform.resize`` with
+    ``order=1, mode="reflect"``) and an ``H x W`` window is cropped at offset ``shifts``. The
+    resize is separable, so each mask is ``A_h[rows] @ grid @ A_w[cols].T`` and the full upsampled
+    grid is never built.
     """
     img_h, img_w = size
     s = grids.shape[-1]
-    up_h, up_w = (s + 1) * math.ceil(img_h / s), (s + 1) * math.ceil(img_w / s)
-    up = F.interpolate(grids.unsqueeze(1), size=(up_h, up_w), mode="bilinear", align_corners=False)
-    k = torch.arange(grids.shape[0], device=grids.device)
+    dev, dt = grids.device, grids.dtype
+    resize_h = _linear_resize_matrix(s, (s + 1) * math.ceil(img_h / s), device=dev, dtype=dt)
+    resize_w = _linear_resize_matrix(s, (s + 1) * math.ceil(img_w / s), device=dev, dtype=dt)
     rows = shifts[:, 0:1] + torch.arange(img_h, device=grids.device)  # (k, H)
     cols = shifts[:, 1:2] + torch.arange(img_w, device=grids.device)  # (k, W)
-    return up[k.view(-1, 1, 1), 0, rows.unsqueeze(2), cols.unsqueeze(1)]
+    return torch.einsum("kyi,kij,kxj->kyx", resize_h[rows], grids, resize_w[cols])
 
 
 def _rise_maps(
@@ -83,24 +111,25 @@ def _rise_maps(
     partner = torch.cat([z[b:], z[:b]])
     sim = ctx.similarity(z[:b], z[b:])
     first = torch.arange(n_img, device=ctx.device) < b
+    acc = torch.promote_types(x.dtype, torch.float32)
     grids, shifts = rise_mask_params(ctx.generator(seed), n_masks, cell, p_keep, ctx.size)
-    grids = grids.to(x.dtype)
+    grids = grids.to(acc)
 
     def build(idx: Tensor) -> Tensor:  # items are (mask, image), mask-major
         m = idx // n_img
-        return x[idx % n_img] * rise_masks(grids[m], shifts[m], ctx.size).unsqueeze(1)
+        masks = rise_masks(grids[m], shifts[m], ctx.size).to(x.dtype)
+        return x[idx % n_img] * masks.unsqueeze(1)
 
     def score(idx: Tensor, zo: Tensor) -> Tensor:
         img = idx % n_img
         return _pair_sims(ctx, zo[0], partner[img], first[img])
 
-    acc = torch.promote_types(x.dtype, torch.float32)
     sims = _chunked_scores(ctx, n_masks * n_img, 1, build, score, batch_size)
     sims = sims.to(acc).view(n_masks, n_img)
     raw = torch.zeros(n_img, *ctx.size, dtype=acc, device=ctx.device)
     for start in range(0, n_masks, _ACCUMULATE_CHUNK):
         m = torch.arange(start, min(n_masks, start + _ACCUMULATE_CHUNK), device=ctx.device)
-        masks = rise_masks(grids[m], shifts[m], ctx.size).to(acc)
+        masks = rise_masks(grids[m], shifts[m], ctx.size)
         raw += torch.einsum("mj,mhw->jhw", sims[m], masks)
     raw /= n_masks * p_keep
     return raw[:b], raw[b:], sim
@@ -122,8 +151,9 @@ def rise(
 
     Petsiuk et al., BMVC 2018 (arXiv 1806.07421), conditioned on the partner as in Sammani et al.
     (arXiv 2206.09753). ``N`` random binary ``cell x cell`` grids (each cell kept with probability
-    ``p_keep``) are upsampled bilinearly to ``(cell + 1) * ceil(H / cell)`` by
-    ``(cell + 1) * ceil(W / cell)`` pixels and cropped at a random shift, giving smooth masks
+    ``p_keep``) are resized linearly to ``(cell + 1) * ceil(H / cell)`` by
+    ``(cell + 1) * ceil(W / cell)`` pixels (mirror boundary, as the RISE code's
+    ``skimage.transform.resize``) and cropped at a random shift, giving smooth masks
     ``M_n`` in ``[0, 1]`` (see :func:`rise_masks`). Then::
 
         h1 = sum_n s(f(x1 * M_n), f(x2)) * M_n / (N * p_keep)

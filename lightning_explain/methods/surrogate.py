@@ -6,15 +6,17 @@ similarity the embedding model keeps under pixel-aligned augmentations (colour j
 random erasing); its weights, reshaped to the image grid, are the heatmap.
 
 The computation is split into steps that are tested one by one: drawing augmentation parameters
-(:func:`_draw_augmentations`), applying them (:func:`_augment`), the surrogate targets
-(:func:`_bce_targets`, :func:`_nmf_labels`), the batched surrogate fit (:func:`_fit_surrogates`)
-and the weights-to-heatmap step (:func:`_weights_to_maps`).
+(:func:`_draw_augmentations`), applying them (:func:`_augment`), embedding and labelling them
+(:func:`_augmented_rows`), the surrogate targets (:func:`_bce_targets`, :func:`_nmf_labels`), the
+batched surrogate fit (:func:`_fit_surrogates`) and the weights-to-heatmap step
+(:func:`_weights_to_maps`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
@@ -114,7 +116,8 @@ class AugmentParams:
             brightness, contrast, saturation, hue), as torchvision's ``ColorJitter``.
         gray: ``(N,)`` bool, grayscale applied (probability 0.2).
         erase: ``(N,)`` bool, a rectangle is erased (probability 0.5, and a box was found).
-        box: ``(N, 4)`` long, ``top, left, height, width`` of the erased rectangle.
+        box: ``(N, 4)`` long, ``top, left, height, width`` of the erased rectangle (zeros when
+            ``erase`` is False).
     """
 
     jitter: Tensor
@@ -162,11 +165,8 @@ def _draw_augmentations(
     gray = u[:, 9] < _P_GRAY
     apply_erase = u[:, 10] < _P_ERASE
     k = 11
-    area = (
-        height
-        * width
-        * (_ERASE_SCALE[0] + (_ERASE_SCALE[1] - _ERASE_SCALE[0]) * u[:, k : k + _ERASE_ATTEMPTS])
-    )
+    scale = _ERASE_SCALE[0] + (_ERASE_SCALE[1] - _ERASE_SCALE[0]) * u[:, k : k + _ERASE_ATTEMPTS]
+    area = height * width * scale
     k += _ERASE_ATTEMPTS
     log_lo, log_hi = math.log(_ERASE_RATIO[0]), math.log(_ERASE_RATIO[1])
     ratio = torch.exp(log_lo + (log_hi - log_lo) * u[:, k : k + _ERASE_ATTEMPTS])
@@ -179,7 +179,7 @@ def _draw_augmentations(
     top = torch.minimum((u[:, k] * (height - eh + 1)).long(), height - eh)
     left = torch.minimum((u[:, k + 1] * (width - ew + 1)).long(), width - ew)
     erase = apply_erase & fits.any(dim=1)
-    box = torch.stack([top, left, eh, ew], dim=1)
+    box = torch.stack([top, left, eh, ew], dim=1) * erase.unsqueeze(1)  # zeros when not erasing
     return AugmentParams(jitter, factors, order, gray, erase, box)
 
 
@@ -259,12 +259,13 @@ def _augment(x: Tensor, params: AugmentParams) -> Tensor:
     out = x
     for pos in range(4):
         op = params.order[:, pos].view(-1, 1, 1, 1)
+        gray = _gray(out)
         bright = _blend(out, torch.zeros_like(out), f[:, 0].view(-1, 1, 1, 1), lo, hi)
-        mean = _gray(out).mean(dim=(1, 2, 3), keepdim=True)
+        mean = gray.mean(dim=(1, 2, 3), keepdim=True)
         contrast = _blend(out, mean, f[:, 1].view(-1, 1, 1, 1), lo, hi)
         step = torch.where(op == 0, bright, torch.where(op == 1, contrast, out))
         if rgb:
-            saturation = _blend(out, _gray(out), f[:, 2].view(-1, 1, 1, 1), lo, hi)
+            saturation = _blend(out, gray, f[:, 2].view(-1, 1, 1, 1), lo, hi)
             hue = _adjust_hue(out, f[:, 3].view(-1, 1, 1))
             step = torch.where(op == 2, saturation, torch.where(op == 3, hue, step))
         out = step
@@ -295,6 +296,64 @@ def _resize(x: Tensor, grid: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == grid:
         return x
     return F.interpolate(x, size=grid, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _augmented_rows(
+    embed: Callable[[Tensor], Tensor],
+    similarity: SimilarityFn,
+    x: Tensor,
+    z: Tensor,
+    params: AugmentParams,
+    *,
+    n_aug: int,
+    grid: tuple[int, int],
+    batch_size: int,
+    keep_embeddings: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Augment, embed and label: the surrogates' training data for ``K = 2B`` images.
+
+    Image ``k < B`` is ``x1[k]`` and image ``B + k`` is ``x2[k]``; its partner is the other image
+    of the pair. Augmentation ``n`` of image ``k`` uses row ``k * T + n`` of ``params``. Its label
+    is ``s(f(aug), f(x2))`` for a first image and ``s(f(x1), f(aug))`` for a second one, the
+    partner intact. Work runs in chunks of ``batch_size`` augmented images.
+
+    Args:
+        embed: ``(N, C, H, W) -> (N, D)`` embedding function.
+        similarity: ``(z1, z2) -> (N,)``.
+        x: ``(2B, C, H, W)`` images, ``cat([x1, x2])``.
+        z: ``(2B, D)`` their embeddings.
+        params: ``2B * T`` augmentations.
+        n_aug: ``T``.
+        grid: the surrogate grid ``(h, w)``.
+        batch_size: augmented images per chunk.
+        keep_embeddings: also return the embeddings of the augmentations (for the NMF term).
+
+    Returns:
+        ``u``: ``(2B, T, C * h * w)`` surrogate inputs ``(resize(x_k) + resize(aug_kn)) / 2``;
+        ``y``: ``(2B, T)`` labels; the ``(2B, T, D)`` augmentation embeddings or ``None``.
+    """
+    k_img = x.shape[0]
+    half = k_img // 2
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    partner = torch.cat([z[half:], z[:half]])
+    pure = _resize(x, grid).to(dtype).flatten(1)  # (2B, F)
+    total = k_img * n_aug
+    u = torch.empty(total, pure.shape[1], device=x.device, dtype=dtype)
+    y = torch.empty(total, device=x.device, dtype=dtype)
+    kept: list[Tensor] = []
+    for start in range(0, total, batch_size):
+        rows = slice(start, min(start + batch_size, total))
+        img = torch.arange(rows.start, rows.stop, device=x.device) // n_aug
+        aug = _augment(x[img], params[rows])
+        za = embed(aug)
+        first = (img < half).unsqueeze(1)
+        zp = partner[img]
+        y[rows] = similarity(torch.where(first, za, zp), torch.where(first, zp, za))
+        u[rows] = (pure[img] + _resize(aug, grid).to(dtype).flatten(1)) / 2
+        if keep_embeddings:
+            kept.append(za.clone())
+    z_aug = torch.cat(kept).view(k_img, n_aug, -1) if keep_embeddings else None
+    return u.view(k_img, n_aug, -1), y.view(k_img, n_aug), z_aug
 
 
 def _bce_targets(y: Tensor, *, cosine: bool) -> Tensor:
@@ -528,34 +587,23 @@ def pixel_invariance(
         x = torch.cat([ctx.x1, ctx.x2])  # image k < B is x1[k]; image B + k is x2[k]
         z = ctx.embed_chunked(x, batch_size)
         sim = ctx.similarity(z[:b], z[b:]).clone()  # plain tensor, not an inference tensor
-        partner = torch.cat([z[b:], z[:b]])
-        pure = _resize(x, grid).to(dtype).flatten(1)  # (2B, F)
 
-        # Row i of the design matrix is augmentation i % T of image i // T.
-        total = 2 * b * n_aug
-        u = torch.empty(total, n_feat, device=ctx.device, dtype=dtype)
-        y = torch.empty(total, device=ctx.device, dtype=dtype)
-        z_aug: list[Tensor] = []
-        for start in range(0, total, batch_size):
-            rows = slice(start, min(start + batch_size, total))
-            img = torch.arange(rows.start, rows.stop, device=ctx.device) // n_aug
-            aug = _augment(x[img], params[rows])
-            za = ctx.embed_chunked(aug, batch_size)
-            first = (img < b).unsqueeze(1)
-            zp = partner[img]
-            y[rows] = ctx.similarity(torch.where(first, za, zp), torch.where(first, zp, za))
-            u[rows] = (pure[img] + _resize(aug, grid).to(dtype).flatten(1)) / 2
-            if nmf:
-                z_aug.append(za.clone())
-        u = u.view(2 * b, n_aug, n_feat)
-        targets = _bce_targets(y.view(2 * b, n_aug), cosine=similarity == "cosine")
+        u, y, z_aug = _augmented_rows(
+            lambda a: ctx.embed_chunked(a, batch_size),
+            ctx.similarity,
+            x,
+            z,
+            params,
+            n_aug=n_aug,
+            grid=grid,
+            batch_size=batch_size,
+            keep_embeddings=nmf,
+        )
+        targets = _bce_targets(y, cosine=similarity == "cosine")
         y_inv = None
-        if nmf:
-            y_inv = _nmf_labels(
-                torch.cat(z_aug).view(2 * b, n_aug, -1),
-                n_components=n_components,
-                random_state=seed % 2**32,
-            ).to(dtype)
+        if z_aug is not None:
+            y_inv = _nmf_labels(z_aug, n_components=n_components, random_state=seed % 2**32)
+            y_inv = y_inv.to(dtype)
 
         w, _ = _fit_surrogates(u, targets, w0, b0, lr=lr, l1=l1, epochs=epochs, y_inv=y_inv)
         maps = _weights_to_maps(w, c, grid, threshold=threshold, blur=blur)

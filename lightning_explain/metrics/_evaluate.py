@@ -23,8 +23,8 @@ from lightning_explain.metrics.functional._common import (
     resolve_batch_size,
     unpack_explanation,
 )
-from lightning_explain.metrics.functional.average_drop import masked_similarities
-from lightning_explain.metrics.functional.max_sensitivity import run_max_sensitivity
+from lightning_explain.metrics.functional.drop_increase import masked_similarities
+from lightning_explain.metrics.functional.sensitivity import run_max_sensitivity
 from lightning_explain.similarity import SimilarityFn
 
 __all__ = ["evaluate"]

@@ -20,7 +20,7 @@ from lightning_explain.explanation import PairExplanation
 from lightning_explain.metrics._evaluate import evaluate
 from lightning_explain.metrics._registry import metric_info
 from lightning_explain.metrics.functional._common import check_mode, unpack_explanation
-from lightning_explain.metrics.functional.max_sensitivity import run_max_sensitivity
+from lightning_explain.metrics.functional.sensitivity import run_max_sensitivity
 from lightning_explain.similarity import SimilarityFn
 
 __all__ = ["AverageDrop", "AverageIncrease", "Deletion", "Insertion", "MaxSensitivity"]

@@ -171,3 +171,15 @@ def trainer(ns: str = "lightning.pytorch", **kwargs: Any) -> Any:
 
 FAST: dict[str, Any] = dict(n_pairs=2, n_steps=4, metrics=["insertion_simultaneous", "deletion_simultaneous"])
 """Cheap callback settings for tests."""
+
+
+def backbone_embedding(module: Any, x: Tensor) -> Tensor:
+    """An embedding function for the dotted-path form of ``embedding``."""
+    out: Tensor = module.backbone(x)
+    return out
+
+
+def spatial_embedding(module: Any, x: Tensor) -> Tensor:
+    """A wrong embedding: returns a 4-D feature map."""
+    out: Tensor = module.backbone.features(x)
+    return out

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,10 +126,8 @@ class _WebSocket:
                 return message.decode()
 
     def close(self) -> None:
-        try:
+        with suppress(OSError):
             self._send_frame(0x8, b"")
-        except OSError:
-            pass
         self.sock.close()
 
 
@@ -188,9 +186,7 @@ class Page:
 
     def evaluate(self, expression: str) -> Any:
         """Evaluate JavaScript in the page and return its (JSON) value."""
-        result = self.send(
-            "Runtime.evaluate", {"expression": expression, "returnByValue": True}
-        )
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
         if "exceptionDetails" in result:
             raise RuntimeError(f"JavaScript failed: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -258,7 +254,11 @@ def open_page(
                 time.sleep(0.05)
             port, path = lines[0].strip(), lines[1].strip()
             ws = _WebSocket(f"ws://127.0.0.1:{port}{path}", timeout)
-            ws.send(json.dumps({"id": 1, "method": "Target.createTarget", "params": {"url": "about:blank"}}))
+            ws.send(
+                json.dumps(
+                    {"id": 1, "method": "Target.createTarget", "params": {"url": "about:blank"}}
+                )
+            )
             target = _reply(ws, 1, timeout)["targetId"]
             ws.send(
                 json.dumps(

@@ -79,3 +79,92 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     plain_trainer.fit(TinyContrastive(), DataLoader(TwoViews(), batch_size=8))
     plain = next((root / "plain").glob("*.ckpt"))
     return Run(epochs=(epochs[0], epochs[1]), odd=odd, plain=plain, probe=probe)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The output folder and exit code of one ``compare`` run."""
+
+    out: Path
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``main(argv)`` in-process; returns the exit code, stdout and stderr."""
+    import contextlib
+    import io
+
+    from lightning_explain.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+COMPARE_METHODS = ("gradcam", "input_x_gradient")
+COMPARE_METRICS = ("insertion_simultaneous", "deletion_simultaneous", "average_drop_simultaneous")
+
+
+@pytest.fixture(scope="session")
+def one_run(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Comparison:
+    """Both epochs of the run (probe set taken from the checkpoint), also logged to TensorBoard."""
+    out = tmp_path_factory.mktemp("one_run")
+    code, stdout, stderr = run_cli(
+        [
+            "compare",
+            str(run.epochs[0]),
+            str(run.epochs[1]),
+            "--model-class",
+            MODEL_CLASS,
+            "--methods",
+            ",".join(COMPARE_METHODS),
+            "--metrics",
+            *COMPARE_METRICS,
+            "--n-steps",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--tensorboard",
+            str(out / "tb"),
+        ]
+    )
+    return Comparison(out, code, stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def mixed(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Comparison:
+    """Both epochs plus a copy named ``model<b>bold.ckpt`` in another folder, with a probe file,
+    also logged to W&B (offline)."""
+    out = tmp_path_factory.mktemp("mixed")
+    code, stdout, stderr = run_cli(
+        [
+            "compare",
+            str(run.epochs[0]),
+            str(run.epochs[1]),
+            str(run.odd),
+            "--probe",
+            str(run.probe),
+            "--model-class",
+            MODEL_CLASS,
+            "--methods",
+            *COMPARE_METHODS,
+            "--metrics",
+            ",".join(COMPARE_METRICS),
+            "--n-steps",
+            "8",
+            "--batch-size",
+            "16",
+            "--title",
+            "Run <i>tiny</i> & co",
+            "--out",
+            str(out),
+            "--wandb",
+            "le-test",
+        ]
+    )
+    return Comparison(out, code, stdout, stderr)

@@ -15,7 +15,7 @@ from tests.helpers import images
 
 
 class TinyContrastive(L.LightningModule):
-    """conv-BN-ReLU backbone + linear projection, trained with a SimCLR-style NT-Xent loss."""
+    """conv-BN-ReLU-conv backbone + linear projection, trained with a SimCLR-style NT-Xent loss."""
 
     def __init__(self, width: int = 8, dim: int = 16, lr: float = 0.05) -> None:
         super().__init__()
@@ -25,7 +25,6 @@ class TinyContrastive(L.LightningModule):
             nn.BatchNorm2d(width),
             nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
-            nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )

@@ -537,6 +537,33 @@ def test_vit_single_block_auto_falls_back_to_patch_embedding() -> None:
     assert gradcam(model, x1, x2).h1.amax() == 1
 
 
+def test_torchvision_vit_auto_picks_last_pre_attention_norm() -> None:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = VisionTransformer(
+            image_size=32,
+            patch_size=8,
+            num_layers=2,
+            num_heads=2,
+            hidden_dim=16,
+            mlp_dim=32,
+            num_classes=8,
+        )
+        nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the head
+    x1, x2 = images(2, seed=32), images(2, seed=33)
+    layer = resolve_layer(model, "auto", x1)
+    assert layer is model.encoder.layers.encoder_layer_1.ln_1
+    e = gradcam(model, x1, x2)
+    named = gradcam(model, x1, x2, layer="encoder.layers.encoder_layer_1.ln_1")
+    torch.testing.assert_close(e.h2, named.h2, **TOL)
+    cap = capture_layer(model, x1, x2)
+    assert cap.a1.shape == (2, 16, 4, 4)
+    assert cap.layer == "encoder.layers.encoder_layer_1.ln_1"
+    assert torch.count_nonzero(cap.g1) > 0
+
+
 def test_token_layer_without_a_grid_is_rejected() -> None:
     class Odd(nn.Module):
         def __init__(self) -> None:

@@ -156,7 +156,9 @@ def test_conditional_occlusion_matches_captum(window: int, stride: int) -> None:
             def fn(x: Tensor) -> Tensor:
                 partner = z.repeat(x.shape[0] // z.shape[0], 1)
                 zx = model(x)
-                return F.cosine_similarity(zx, partner) if first else F.cosine_similarity(partner, zx)
+                return (
+                    F.cosine_similarity(zx, partner) if first else F.cosine_similarity(partner, zx)
+                )
 
             return fn
 
@@ -165,9 +167,15 @@ def test_conditional_occlusion_matches_captum(window: int, stride: int) -> None:
     assert raw1.abs().max() > 1e-2  # the drops are large enough for the tolerance to matter
     torch.testing.assert_close(raw1, a1[:, 0], atol=1e-5, rtol=0)
     torch.testing.assert_close(raw2, a2[:, 0], atol=1e-5, rtol=0)
-    e = explain(model, x1, x2, method="conditional_occlusion", window=window, stride=stride, fill=0.25)
-    torch.testing.assert_close(e.h1, finalize_maps(a1[:, 0], (24, 32), minmax=True), atol=1e-4, rtol=0)
-    torch.testing.assert_close(e.h2, finalize_maps(a2[:, 0], (24, 32), minmax=True), atol=1e-4, rtol=0)
+    e = explain(
+        model, x1, x2, method="conditional_occlusion", window=window, stride=stride, fill=0.25
+    )
+    torch.testing.assert_close(
+        e.h1, finalize_maps(a1[:, 0], (24, 32), minmax=True), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        e.h2, finalize_maps(a2[:, 0], (24, 32), minmax=True), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("context_agnostic", [False, True])
@@ -227,7 +235,9 @@ def _loop_pairwise(
 ) -> tuple[Tensor, Tensor]:
     model.eval()
     b, _, h, w = x1.shape
-    top, left, hh, ww = erasing_boxes(torch.Generator().manual_seed(seed), (2, b, n), (h, w), scale, ratio)
+    top, left, hh, ww = erasing_boxes(
+        torch.Generator().manual_seed(seed), (2, b, n), (h, w), scale, ratio
+    )
     raw = torch.zeros(2, b, h, w)
     with torch.no_grad():
         for i in range(b):
@@ -236,9 +246,9 @@ def _loop_pairwise(
             for k in range(n):
                 erased = []
                 for side, x in enumerate((x1[i], x2[i])):
-                    t, l = int(top[side, i, k]), int(left[side, i, k])
+                    t, lf = int(top[side, i, k]), int(left[side, i, k])
                     y = x.clone()
-                    y[:, t : t + int(hh[side, i, k]), l : l + int(ww[side, i, k])] = fill
+                    y[:, t : t + int(hh[side, i, k]), lf : lf + int(ww[side, i, k])] = fill
                     erased.append(model(y[None])[0])
                 drops.append(base - _cos(erased[0], erased[1]))
                 x1_weaker.append(bool(erased[0].norm() < erased[1].norm()))
@@ -247,8 +257,9 @@ def _loop_pairwise(
                 for side in (0, 1):
                     if credit == "norm" and x1_weaker[k] != (side == 0):
                         continue
-                    t, l = int(top[side, i, k]), int(left[side, i, k])
-                    raw[side, i, t : t + int(hh[side, i, k]), l : l + int(ww[side, i, k])] += weights[k]
+                    t, lf = int(top[side, i, k]), int(left[side, i, k])
+                    th, tw = t + int(hh[side, i, k]), lf + int(ww[side, i, k])
+                    raw[side, i, t:th, lf:tw] += weights[k]
     return finalize_maps(raw[0], (h, w)), finalize_maps(raw[1], (h, w))
 
 
@@ -257,11 +268,18 @@ def test_pairwise_occlusion_matches_loop_reference(credit: str, temperature: flo
     model = Centred()
     x1, x2 = images(2, 3, 20, 24, seed=7), images(2, 3, 20, 24, seed=8)
     opts: dict[str, Any] = {
-        "n_erasures": 12, "scale": (0.05, 0.4), "ratio": (0.5, 2.0), "fill": 0.2,
-        "temperature": temperature, "credit": credit, "seed": 5,
+        "n_erasures": 12,
+        "scale": (0.05, 0.4),
+        "ratio": (0.5, 2.0),
+        "fill": 0.2,
+        "temperature": temperature,
+        "credit": credit,
+        "seed": 5,
     }
     e = explain(model, x1, x2, method="pairwise_occlusion", **opts)
-    ref1, ref2 = _loop_pairwise(model, x1, x2, 12, (0.05, 0.4), (0.5, 2.0), 0.2, temperature, credit, 5)
+    ref1, ref2 = _loop_pairwise(
+        model, x1, x2, 12, (0.05, 0.4), (0.5, 2.0), 0.2, temperature, credit, 5
+    )
     torch.testing.assert_close(e.h1, ref1, atol=1e-5, rtol=0)
     torch.testing.assert_close(e.h2, ref2, atol=1e-5, rtol=0)
 
@@ -288,8 +306,11 @@ def test_erasing_boxes_follow_torchvision_random_erasing() -> None:
 
 def test_erasing_boxes_that_never_fit_erase_nothing() -> None:
     # scale 1 on a square image: h == H on every attempt; torchvision then leaves the image as is.
-    top, left, h, w = erasing_boxes(torch.Generator().manual_seed(0), (5,), (8, 8), (1.0, 1.0), (1.0, 1.0))
-    assert (h == 0).all() and (w == 0).all()
+    _, _, h, w = erasing_boxes(
+        torch.Generator().manual_seed(0), (5,), (8, 8), (1.0, 1.0), (1.0, 1.0)
+    )
+    assert (h == 0).all()
+    assert (w == 0).all()
 
 
 def test_pairwise_occlusion_does_not_credit_black_pixels() -> None:
@@ -297,12 +318,15 @@ def test_pairwise_occlusion_does_not_credit_black_pixels() -> None:
     # on every erasure. Here credit follows the rectangles only.
     x1, x2 = images(1, 3, 24, 24, seed=1), images(1, 3, 24, 24, seed=2)
     x1[..., :, :6] = 0.0
-    opts: dict[str, Any] = {"n_erasures": 3, "scale": (0.02, 0.05), "seed": 2}
+    opts: dict[str, Any] = {"n_erasures": 3, "scale": (0.02, 0.05), "seed": 2, "credit": "both"}
     e = explain(Centred(), x1, x2, method="pairwise_occlusion", **opts)
-    top, left, h, w = erasing_boxes(torch.Generator().manual_seed(2), (2, 1, 3), (24, 24), (0.02, 0.05), (1.0, 1.5))
+    top, left, h, w = erasing_boxes(
+        torch.Generator().manual_seed(2), (2, 1, 3), (24, 24), (0.02, 0.05), (1.0, 1.5)
+    )
     covered = torch.zeros(24, 24, dtype=torch.bool)
     for k in range(3):
-        covered[top[0, 0, k] : top[0, 0, k] + h[0, 0, k], left[0, 0, k] : left[0, 0, k] + w[0, 0, k]] = True
+        t, lf = int(top[0, 0, k]), int(left[0, 0, k])
+        covered[t : t + int(h[0, 0, k]), lf : lf + int(w[0, 0, k])] = True
     assert not covered[:, :6].all()
     assert (e.h1[0][~covered] == 0).all()
     assert (e.h1[0][covered] > 0).all()
@@ -419,4 +443,3 @@ def test_custom_similarity_argument_order() -> None:
     torch.testing.assert_close(right[0::2], z2.expand(4, -1), atol=1e-6, rtol=0)
     torch.testing.assert_close(left[1::2], z1.expand(4, -1), atol=1e-6, rtol=0)
     assert not torch.allclose(left[0::2], z1.expand(4, -1), atol=1e-4)
-

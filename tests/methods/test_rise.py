@@ -23,27 +23,26 @@ def _masks(n: int, cell: int, p_keep: float, size: tuple[int, int], seed: int) -
 
 
 def test_masks_follow_rise_construction() -> None:
-    # 15 x 21 px with a 5 x 5 grid: cells of 3 x 5 px, upsampled grid 18 x 30 px. With an odd
-    # cell size, the centre pixel of each upsampled cell holds the grid value exactly.
-    size, s = (15, 21), 5
-    grids, shifts = rise_mask_params(torch.Generator().manual_seed(0), 64, s, 0.5, size)
+    # The RISE reference code, restated: resize each grid with skimage (order 1, mode "reflect",
+    # no anti-aliasing) to (s + 1) * ceil(size / s), then crop at the shift.
+    resize = pytest.importorskip("skimage.transform").resize
+    size, s = (15, 22), 5
+    grids, shifts = rise_mask_params(torch.Generator().manual_seed(0), 40, s, 0.5, size)
     assert set(grids.unique().tolist()) <= {0.0, 1.0}
-    assert (shifts[:, 0] >= 0).all() and (shifts[:, 0] < 3).all()
-    assert (shifts[:, 1] >= 0).all() and (shifts[:, 1] < 5).all()
-    assert len(set(shifts[:, 0].tolist())) == 3 and len(set(shifts[:, 1].tolist())) == 5
+    # Shifts cover 0 <= dy < ceil(15 / 5) = 3 and 0 <= dx < ceil(22 / 5) = 5.
+    assert set(shifts[:, 0].tolist()) == {0, 1, 2}
+    assert set(shifts[:, 1].tolist()) == {0, 1, 2, 3, 4}
     masks = rise_masks(grids, shifts, size)
-    assert masks.shape == (64, 15, 21)
-    assert masks.min() >= 0 and masks.max() <= 1
-    for n in range(64):
+    assert masks.shape == (40, 15, 22)
+    for n in range(40):
+        up = resize(
+            grids[n].double().numpy(), (18, 30), order=1, mode="reflect", anti_aliasing=False
+        )
         dy, dx = int(shifts[n, 0]), int(shifts[n, 1])
-        for i in range(s):
-            for j in range(s):
-                y, x = 3 * i + 1 - dy, 5 * j + 2 - dx
-                if 0 <= y < 15 and 0 <= x < 21:
-                    assert masks[n, y, x] == grids[n, i, j]
-    # Smooth: neighbouring pixels differ by at most one cell step of the bilinear ramp.
-    assert (masks.diff(dim=1).abs() <= 1 / 3 + 1e-6).all()
-    assert (masks.diff(dim=2).abs() <= 1 / 5 + 1e-6).all()
+        ref = torch.from_numpy(up[dy : dy + 15, dx : dx + 22]).float()
+        torch.testing.assert_close(masks[n], ref, atol=1e-6, rtol=0)
+    assert masks.min() >= 0
+    assert masks.max() <= 1
 
 
 @pytest.mark.parametrize("p_keep", [0.2, 0.5, 0.9])
@@ -69,8 +68,12 @@ def test_rise_matches_loop_reference() -> None:
                 raw[0, i] += s1[0] * masks[k]
                 raw[1, i] += s2[0] * masks[k]
     raw /= n * p_keep
-    torch.testing.assert_close(e.h1, finalize_maps(raw[0], (16, 20), minmax=True), atol=1e-4, rtol=0)
-    torch.testing.assert_close(e.h2, finalize_maps(raw[1], (16, 20), minmax=True), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        e.h1, finalize_maps(raw[0], (16, 20), minmax=True), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        e.h2, finalize_maps(raw[1], (16, 20), minmax=True), atol=1e-4, rtol=0
+    )
 
 
 def test_rise_localises_for_a_positive_pair() -> None:
@@ -119,7 +122,9 @@ def test_single_pair_one_channel_non_square() -> None:
 
 
 def test_cell_larger_than_image() -> None:
-    e = explain(Centred(), images(1, 3, 6, 6), images(1, 3, 6, 6, seed=1), method="rise", n_masks=8, cell=10)
+    e = explain(
+        Centred(), images(1, 3, 6, 6), images(1, 3, 6, 6, seed=1), method="rise", n_masks=8, cell=10
+    )
     assert e.h1.shape == (1, 6, 6)
     assert math.isclose(float(e.h1.amax()), 1.0, abs_tol=1e-6)
 
@@ -137,6 +142,8 @@ def test_cell_larger_than_image() -> None:
         ({"batch_size": 0}, ValueError, "batch_size"),
     ],
 )
-def test_bad_options_name_the_option(options: dict[str, Any], exc: type[Exception], name: str) -> None:
+def test_bad_options_name_the_option(
+    options: dict[str, Any], exc: type[Exception], name: str
+) -> None:
     with pytest.raises(exc, match=rf"`rise`: expected `{name}"):
         explain(TinyCNN(), images(1), images(1), method="rise", **options)

@@ -1,0 +1,117 @@
+"""All four trackers at once, read back offline: W&B media files, TensorBoard events, MLflow on
+sqlite, CSV metrics and PNG files. Keys are stable and steps are ``trainer.global_step``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lightning_explain.callback import PairExplanationCallback
+from tests.callback.helpers import FAST, make_module_class, namespace, trainer
+
+STEPS = [4, 8]  # 16 items, batch 4: 4 optimizer steps per epoch, 2 epochs
+KEY = "explain/gradcam/insertion_simultaneous"
+
+
+def _loggers(ns: str, root: Path) -> dict[str, Any]:
+    loggers = namespace(f"{ns}.loggers")
+    return {
+        "wandb": loggers.WandbLogger(save_dir=str(root), offline=True, project="le"),
+        "tensorboard": loggers.TensorBoardLogger(str(root), name="tb"),
+        "mlflow": loggers.MLFlowLogger(
+            experiment_name="le",
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            artifact_location=(root / "mlartifacts").as_uri(),
+        ),
+        "csv": loggers.CSVLogger(str(root), name="csv"),
+    }
+
+
+def check_wandb(logger: Any, root: Path, *, n_images: int) -> None:
+    runs = list((root / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = runs[0] / "files" / "media"
+    pairs = sorted((media / "images").rglob("pairs_*.png"))
+    assert len(pairs) == n_images, pairs
+    assert all("explain/gradcam" in p.as_posix() for p in pairs)
+    tables = sorted((media / "table").rglob("scores_*.table.json"))
+    assert len(tables) == n_images
+    table = json.loads(tables[-1].read_text())
+    assert table["columns"][:3] == ["pair", "item", "sim"]
+    assert KEY.rsplit("/", 1)[1] in table["columns"]
+    assert len(table["data"]) == FAST["n_pairs"]
+
+
+def check_tensorboard(logger: Any) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import (
+        IMAGES,
+        SCALARS,
+        EventAccumulator,
+    )
+
+    acc = EventAccumulator(logger.log_dir, size_guidance={IMAGES: 0, SCALARS: 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "explain/gradcam/pairs" in tags["images"]
+    assert "explain/gradcam/curves" in tags["images"]
+    assert [e.step for e in acc.Images("explain/gradcam/pairs")] == STEPS
+    assert [e.step for e in acc.Scalars(KEY)] == STEPS
+    assert [e.step for e in acc.Scalars("explain/sim")] == STEPS
+    assert [e.value for e in acc.Scalars("explain/errors")] == [0.0, 0.0]
+    image = acc.Images("explain/gradcam/pairs")[0]
+    assert (image.width, image.height) == (4 * 16 + 5 * 2, 2 * 16 + 3 * 2)
+
+
+def check_mlflow(logger: Any, root: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    history = client.get_metric_history(logger.run_id, KEY)
+    assert [m.step for m in history] == STEPS
+    assert all(0.0 <= m.value <= 1.0 + 1e-6 for m in history)
+
+    def walk(path: str) -> list[str]:
+        out: list[str] = []
+        for info in client.list_artifacts(logger.run_id, path):
+            out += walk(info.path) if info.is_dir else [info.path]
+        return out
+
+    files = walk("")
+    pair_images = [f for f in files if "pairs" in f and f.endswith(".png")]
+    assert len(pair_images) >= len(STEPS), files
+    assert any("curves" in f for f in files)
+
+
+def check_csv(logger: Any) -> None:
+    rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+    logged = [(int(r["step"]), float(r[KEY])) for r in rows if r.get(KEY)]
+    assert [s for s, _ in logged] == STEPS
+    for epoch in (0, 1):
+        folder = Path(logger.log_dir) / "explanations" / f"epoch={epoch:03d}"
+        assert (folder / "explain_gradcam_pairs.png").is_file()
+        assert (folder / "explain_gradcam_curves.png").is_file()
+
+
+def test_all_four_trackers_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("wandb", "tensorboard", "mlflow"):
+        pytest.importorskip(module)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    loggers = _loggers("lightning.pytorch", tmp_path)
+    cb = PairExplanationCallback(["gradcam"], **FAST)
+    tr = trainer(
+        callbacks=[cb], logger=list(loggers.values()), default_root_dir=tmp_path, max_epochs=2
+    )
+    tr.fit(make_module_class()())
+    loggers["wandb"].experiment.finish()
+    assert tr.global_step == STEPS[-1]
+
+    check_tensorboard(loggers["tensorboard"])
+    check_mlflow(loggers["mlflow"], tmp_path)
+    check_csv(loggers["csv"])
+    check_wandb(loggers["wandb"], tmp_path, n_images=len(STEPS))

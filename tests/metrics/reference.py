@@ -1,0 +1,144 @@
+"""Brute-force loop references for the pairwise metrics (per pair, per step, batch-1 forwards).
+
+Written independently of the package: explicit pixel orders instead of rank tensors, in-place
+pixel copies instead of ``torch.where``, a Python trapezoid sum, manual cosine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.transforms.functional import gaussian_blur
+
+from tests.helpers import TinyCNN
+
+Embed = Callable[[Tensor], Tensor]
+
+
+class Centered(nn.Module):
+    """``net(x) - net(gray)``: a random CNN whose cosine similarities spread over [-1, 1].
+
+    Random ReLU networks map every image close to one direction (cosine ~ 0.999); subtracting the
+    embedding of a mid-gray image makes the metrics discriminative.
+    """
+
+    def __init__(self, net: nn.Module, in_channels: int = 3) -> None:
+        super().__init__()
+        self.net = net
+        flags = [(m, m.training) for m in net.modules()]
+        net.eval()
+        with torch.no_grad():
+            offset = net(torch.full((1, in_channels, 8, 8), 0.5))
+        for m, flag in flags:
+            m.training = flag
+        self.register_buffer("offset", offset)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x) - self.offset
+
+
+def centered_cnn(seed: int, in_channels: int = 3) -> Centered:
+    return Centered(TinyCNN(in_channels=in_channels, seed=seed), in_channels)
+
+
+def cos(za: Tensor, zb: Tensor) -> float:
+    za, zb = za.flatten().double(), zb.flatten().double()
+    return float((za @ zb) / (za.norm() * zb.norm()).clamp(min=1e-8))
+
+
+def embed1(model: Embed, x: Tensor) -> Tensor:
+    """Batch-1 forward of one ``(C, H, W)`` image."""
+    with torch.no_grad():
+        return model(x.unsqueeze(0))[0]
+
+
+def full_map(h: Tensor, size: tuple[int, int]) -> Tensor:
+    """One ``(h, w)`` map at image size (bilinear, as the paper's torchvision Resize)."""
+    if tuple(h.shape) == size:
+        return h
+    return F.interpolate(h[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def blurred(x: Tensor) -> Tensor:
+    return gaussian_blur(x.unsqueeze(0), [11, 11], [5.0, 5.0])[0]
+
+
+def step_images(start: Tensor, finish: Tensor, h: Tensor, n_steps: int) -> list[Tensor]:
+    """The ``n_steps + 1`` images of one insertion/deletion sequence."""
+    c, height, width = start.shape
+    order = torch.argsort(full_map(h, (height, width)).flatten(), descending=True, stable=True)
+    k = math.ceil(height * width / n_steps)
+    out = []
+    for t in range(n_steps + 1):
+        img = start.clone().reshape(c, -1)
+        chosen = order[: t * k]
+        img[:, chosen] = finish.reshape(c, -1)[:, chosen]
+        out.append(img.reshape(c, height, width))
+    return out
+
+
+def trapezoid(values: list[float]) -> float:
+    n = len(values) - 1
+    if n == 0:
+        return values[0]
+    return sum((values[i] + values[i + 1]) / 2 for i in range(n)) / n
+
+
+def curve_ref(
+    model: Embed,
+    x1: Tensor,
+    x2: Tensor,
+    h1: Tensor,
+    h2: Tensor,
+    *,
+    kind: str,
+    mode: str,
+    n_steps: int,
+    corrected: bool = False,
+) -> tuple[list[float], list[list[float]]]:
+    """Scores and curves of insertion/deletion (conditional: x1 perturbed, x2 intact)."""
+    scores, curves = [], []
+    for b in range(x1.shape[0]):
+        seqs = []
+        for x, h in ((x1[b], h1[b]), (x2[b], h2[b])):
+            if kind == "insertion":
+                seqs.append(step_images(blurred(x), x, h, n_steps))
+            elif corrected:
+                seqs.append(step_images(x, blurred(x), h, n_steps))
+            else:
+                seqs.append(step_images(x, torch.zeros_like(x), h, n_steps))
+        values = []
+        for t in range(n_steps + 1):
+            other = seqs[1][t] if mode == "simultaneous" else x2[b]
+            values.append(cos(embed1(model, seqs[0][t]), embed1(model, other)))
+        curves.append(values)
+        scores.append(trapezoid(values))
+    return scores, curves
+
+
+def drop_increase_ref(
+    model: Embed, x1: Tensor, x2: Tensor, h1: Tensor, h2: Tensor, *, mode: str
+) -> tuple[list[float], list[float]]:
+    """Average drop and increase per pair (paper's formula for b > 0; our extension otherwise)."""
+    drops, increases = [], []
+    for b in range(x1.shape[0]):
+        masked = []
+        for x, h in ((x1[b], h1[b]), (x2[b], h2[b])):
+            hf = full_map(h, tuple(x.shape[1:]))
+            mask = (hf - hf.min()) / (hf.max() - hf.min())
+            masked.append(mask * x)
+        base = cos(embed1(model, x1[b]), embed1(model, x2[b]))
+        other = masked[1] if mode == "simultaneous" else x2[b]
+        out = cos(embed1(model, masked[0]), embed1(model, other))
+        if base > 0:
+            drops.append(max(0.0, base - out) / base)
+        elif base < 0:
+            drops.append(max(0.0, base - out) / abs(base))
+        else:
+            drops.append(float(out < base))
+        increases.append(float(out > base))
+    return drops, increases
