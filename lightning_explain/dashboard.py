@@ -511,6 +511,7 @@ def _metric_table(data: DashboardData) -> str:
             mark = "★ " if is_best else ""
             cells.append(
                 f'<td class="{cls}" data-col="{_e(metric.key)}" data-value="{value!r}" '
+                f'title="{value!r}" '
                 f'data-best="{"true" if is_best else "false"}">{mark}{_fmt(value)}</td>'
             )
         out.append(

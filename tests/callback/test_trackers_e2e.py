@@ -14,10 +14,9 @@ from lightning_explain.callback import PairExplanationCallback
 from tests.callback.helpers import FAST, make_module_class, namespace, trainer
 
 STEPS = [4, 8]  # 16 items, batch 4: 4 optimizer steps per epoch, 2 epochs
-KEY = "explain/gradcam/insertion_simultaneous"
 
 
-def _loggers(ns: str, root: Path) -> dict[str, Any]:
+def make_loggers(ns: str, root: Path) -> dict[str, Any]:
     loggers = namespace(f"{ns}.loggers")
     return {
         "wandb": loggers.WandbLogger(save_dir=str(root), offline=True, project="le"),
@@ -31,22 +30,23 @@ def _loggers(ns: str, root: Path) -> dict[str, Any]:
     }
 
 
-def check_wandb(logger: Any, root: Path, *, n_images: int) -> None:
+def check_wandb(root: Path, *, n_images: int, label: str = "gradcam", n_pairs: int = 2) -> None:
     runs = list((root / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
     pairs = sorted((media / "images").rglob("pairs_*.png"))
+    pairs = [p for p in pairs if f"explain/{label}/" in p.as_posix()]
     assert len(pairs) == n_images, pairs
-    assert all("explain/gradcam" in p.as_posix() for p in pairs)
     tables = sorted((media / "table").rglob("scores_*.table.json"))
+    tables = [t for t in tables if f"explain/{label}/" in t.as_posix()]
     assert len(tables) == n_images
     table = json.loads(tables[-1].read_text())
     assert table["columns"][:3] == ["pair", "item", "sim"]
-    assert KEY.rsplit("/", 1)[1] in table["columns"]
-    assert len(table["data"]) == FAST["n_pairs"]
+    assert "insertion_simultaneous" in table["columns"]
+    assert len(table["data"]) == n_pairs
 
 
-def check_tensorboard(logger: Any) -> None:
+def check_tensorboard(logger: Any, *, steps: list[int], label: str = "gradcam", size: int = 16, n_pairs: int = 2) -> None:
     from tensorboard.backend.event_processing.event_accumulator import (
         IMAGES,
         SCALARS,
@@ -56,22 +56,22 @@ def check_tensorboard(logger: Any) -> None:
     acc = EventAccumulator(logger.log_dir, size_guidance={IMAGES: 0, SCALARS: 0})
     acc.Reload()
     tags = acc.Tags()
-    assert "explain/gradcam/pairs" in tags["images"]
-    assert "explain/gradcam/curves" in tags["images"]
-    assert [e.step for e in acc.Images("explain/gradcam/pairs")] == STEPS
-    assert [e.step for e in acc.Scalars(KEY)] == STEPS
-    assert [e.step for e in acc.Scalars("explain/sim")] == STEPS
-    assert [e.value for e in acc.Scalars("explain/errors")] == [0.0, 0.0]
-    image = acc.Images("explain/gradcam/pairs")[0]
-    assert (image.width, image.height) == (4 * 16 + 5 * 2, 2 * 16 + 3 * 2)
+    assert f"explain/{label}/pairs" in tags["images"]
+    assert f"explain/{label}/curves" in tags["images"]
+    assert [e.step for e in acc.Images(f"explain/{label}/pairs")] == steps
+    assert [e.step for e in acc.Scalars(f"explain/{label}/insertion_simultaneous")] == steps
+    assert [e.step for e in acc.Scalars("explain/sim")] == steps
+    assert [e.value for e in acc.Scalars("explain/errors")] == [0.0] * len(steps)
+    image = acc.Images(f"explain/{label}/pairs")[0]
+    assert (image.width, image.height) == (4 * size + 5 * 2, n_pairs * size + (n_pairs + 1) * 2)
 
 
-def check_mlflow(logger: Any, root: Path) -> None:
+def check_mlflow(logger: Any, root: Path, *, steps: list[int], label: str = "gradcam") -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    history = client.get_metric_history(logger.run_id, KEY)
-    assert [m.step for m in history] == STEPS
+    history = client.get_metric_history(logger.run_id, f"explain/{label}/insertion_simultaneous")
+    assert [m.step for m in history] == steps
     assert all(0.0 <= m.value <= 1.0 + 1e-6 for m in history)
 
     def walk(path: str) -> list[str]:
@@ -81,19 +81,21 @@ def check_mlflow(logger: Any, root: Path) -> None:
         return out
 
     files = walk("")
-    pair_images = [f for f in files if "pairs" in f and f.endswith(".png")]
-    assert len(pair_images) >= len(STEPS), files
-    assert any("curves" in f for f in files)
+    pair_images = [f for f in files if f"{label}~pairs" in f and f.endswith(".png")]
+    assert len(pair_images) >= len(steps), files
+    assert any(label in f and "curves" in f for f in files), files
 
 
-def check_csv(logger: Any) -> None:
+def check_csv(logger: Any, *, steps: list[int], label: str = "gradcam") -> None:
     rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
-    logged = [(int(r["step"]), float(r[KEY])) for r in rows if r.get(KEY)]
-    assert [s for s, _ in logged] == STEPS
-    for epoch in (0, 1):
+    key = f"explain/{label}/insertion_simultaneous"
+    logged = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+    assert [s for s, _ in logged] == steps
+    for epoch in range(len(steps)):
         folder = Path(logger.log_dir) / "explanations" / f"epoch={epoch:03d}"
-        assert (folder / "explain_gradcam_pairs.png").is_file()
-        assert (folder / "explain_gradcam_curves.png").is_file()
+        assert (folder / f"explain_{label}_pairs.png").is_file()
+        assert (folder / f"explain_{label}_curves.png").is_file()
+        assert (folder / f"explain_{label}_scores.csv").is_file()
 
 
 def test_all_four_trackers_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,7 +104,7 @@ def test_all_four_trackers_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    loggers = _loggers("lightning.pytorch", tmp_path)
+    loggers = make_loggers("lightning.pytorch", tmp_path)
     cb = PairExplanationCallback(["gradcam"], **FAST)
     tr = trainer(
         callbacks=[cb], logger=list(loggers.values()), default_root_dir=tmp_path, max_epochs=2
@@ -111,7 +113,7 @@ def test_all_four_trackers_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     loggers["wandb"].experiment.finish()
     assert tr.global_step == STEPS[-1]
 
-    check_tensorboard(loggers["tensorboard"])
-    check_mlflow(loggers["mlflow"], tmp_path)
-    check_csv(loggers["csv"])
-    check_wandb(loggers["wandb"], tmp_path, n_images=len(STEPS))
+    check_tensorboard(loggers["tensorboard"], steps=STEPS)
+    check_mlflow(loggers["mlflow"], tmp_path, steps=STEPS)
+    check_csv(loggers["csv"], steps=STEPS)
+    check_wandb(tmp_path, n_images=len(STEPS))

@@ -24,12 +24,16 @@ class Run:
 
 @pytest.fixture(scope="session")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """Train TinyContrastive for 2 epochs with PairExplanationCallback and ModelCheckpoint."""
-    import lightning.pytorch as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    """Train TinyContrastive for 2 epochs with PairExplanationCallback and ModelCheckpoint.
+
+    ``pytorch_lightning`` (a core dependency; the namespace lightly uses) rather than
+    ``lightning.pytorch``, so the tests need no extra.
+    """
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader
 
-    from lightning_explain.callback import PairExplanationCallback
+    from lightning_explain.pl import PairExplanationCallback
     from tests.cli.tiny_module import TinyContrastive, TwoViews
 
     root = tmp_path_factory.mktemp("run")
@@ -43,7 +47,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         pairing="two_views",
         probe_source="train",
     )
-    trainer = L.Trainer(
+    trainer = pl.Trainer(
         max_epochs=2,
         default_root_dir=root,
         callbacks=[
@@ -66,7 +70,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     probe = callback.save_probe(root / "probe.pt")
 
     # A checkpoint of the same model trained without the callback: no probe set stored.
-    plain_trainer = L.Trainer(
+    plain_trainer = pl.Trainer(
         max_epochs=1,
         default_root_dir=root / "plain",
         callbacks=[ModelCheckpoint(dirpath=root / "plain", save_top_k=-1)],

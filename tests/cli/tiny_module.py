@@ -5,7 +5,7 @@ Importable as ``tests.cli.tiny_module:TinyContrastive`` (the ``--model-class`` o
 
 from __future__ import annotations
 
-import lightning.pytorch as L
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from tests.helpers import images
 
 
-class TinyContrastive(L.LightningModule):
+class TinyContrastive(pl.LightningModule):
     """conv-BN-ReLU-conv backbone + linear projection, trained with a SimCLR-style NT-Xent loss."""
 
     def __init__(self, width: int = 8, dim: int = 16, lr: float = 0.05) -> None:

@@ -14,7 +14,12 @@ TOL = 1e-5
 
 @pytest.mark.parametrize(
     ("seed", "b", "c", "h", "w", "size"),
-    [(0, 4, 3, 24, 32, None), (1, 1, 3, 20, 20, None), (2, 3, 1, 16, 24, None), (3, 3, 3, 28, 28, (7, 7))],
+    [
+        (0, 4, 3, 24, 32, None),
+        (1, 1, 3, 20, 20, None),
+        (2, 3, 1, 16, 24, None),
+        (3, 3, 3, 28, 28, (7, 7)),
+    ],
 )
 @pytest.mark.parametrize("mode", ["simultaneous", "conditional"])
 def test_matches_reference(seed, b, c, h, w, size, mode):

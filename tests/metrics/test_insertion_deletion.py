@@ -53,7 +53,14 @@ def test_corrected_deletion_matches_reference(seed, b, c, h, w, n_steps, size):
     x1, x2, h1, h2 = _inputs(seed, b, c, h, w, size)
     scores = deletion(model, x1, x2, h1, h2, n_steps=n_steps, corrected=True)
     ref, _ = curve_ref(
-        model.eval(), x1, x2, h1, h2, kind="deletion", mode="simultaneous", n_steps=n_steps,
+        model.eval(),
+        x1,
+        x2,
+        h1,
+        h2,
+        kind="deletion",
+        mode="simultaneous",
+        n_steps=n_steps,
         corrected=True,
     )
     assert torch.allclose(scores.double(), torch.tensor(ref, dtype=torch.float64), atol=TOL)
@@ -150,8 +157,10 @@ def test_substrates():
 def test_n_steps_larger_than_pixels_and_single_step():
     model = centered_cnn(9)
     x1, x2, h1, h2 = _inputs(9, 1, 3, 6, 6, None)
-    scores, curve = insertion(model, x1, x2, h1, h2, n_steps=50, return_curve=True)
-    ref, ref_curve = curve_ref(model.eval(), x1, x2, h1, h2, kind="insertion", mode="simultaneous", n_steps=50)
+    _, curve = insertion(model, x1, x2, h1, h2, n_steps=50, return_curve=True)
+    _, ref_curve = curve_ref(
+        model.eval(), x1, x2, h1, h2, kind="insertion", mode="simultaneous", n_steps=50
+    )
     assert torch.allclose(curve.double(), torch.tensor(ref_curve, dtype=torch.float64), atol=TOL)
     one, c1 = deletion(model, x1, x2, h1, h2, n_steps=1, return_curve=True)
     assert c1.shape == (1, 2)

@@ -119,7 +119,12 @@ def test_evaluate_and_wrapper_use_method_options(fake_explain):
     x1, x2 = images(2, seed=5), images(2, seed=6)
     with untouched(model):
         scores = evaluate(
-            model, x1, x2, None, ["max_sensitivity"], method="input_x_gradient",
+            model,
+            x1,
+            x2,
+            None,
+            ["max_sensitivity"],
+            method="input_x_gradient",
             method_options={"seed": 5},
         )
     assert fake_explain[0][2] == {"seed": 5}

@@ -1,0 +1,185 @@
+"""Train a self-supervised model with lightly while lightning-explain watches its explanations.
+
+The main job of the project (``make demo``): a small ResNet is trained with SimCLR (or BYOL,
+SimSiam, Barlow Twins, MoCo) on scikit-learn's handwritten digits, which ship inside scikit-learn
+(or on CIFAR-10 / STL-10 / an ImageFolder you have on disk). ``PairExplanationCallback`` explains a
+fixed probe set of augmented pairs at the end of every epoch and logs heatmaps, faithfulness
+metrics and curves; a checkpoint is written per epoch. At the end the first and the last checkpoint
+are compared in a self-contained HTML dashboard.
+
+Run::
+
+    python examples/train_ssl.py --out outputs/demo
+    python examples/train_ssl.py --model byol --logger wandb --epochs 20
+    python examples/train_ssl.py --data ~/data/cifar10 --input-size 32 --epochs 50
+
+Nothing is downloaded: W&B runs offline unless you are logged in, MLflow writes to a local sqlite
+file, and the data either ships with scikit-learn or comes from ``--data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ssl_models import MODELS, SSLDataModule  # noqa: E402
+
+from lightning_explain.pl import PairExplanationCallback  # noqa: E402
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # lightly's SimCLRTransform normalises with these
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")
+DEFAULT_METHODS = ["gradcam", "interaction_cam", "input_x_gradient", "conditional_occlusion"]
+
+
+def make_loggers(names: list[str], out: Path) -> list[Any]:
+    """Lightning loggers writing under ``out``; W&B offline unless the user is logged in."""
+    from pytorch_lightning import loggers
+
+    made: list[Any] = []
+    for name in names:
+        if name == "tensorboard":
+            made.append(loggers.TensorBoardLogger(str(out), name="tensorboard", version=""))
+        elif name == "csv":
+            made.append(loggers.CSVLogger(str(out), name="csv", version=""))
+        elif name == "wandb":
+            logged_in = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists()
+            made.append(
+                loggers.WandbLogger(
+                    project="lightning-explain-demo", save_dir=str(out), offline=not logged_in
+                )
+            )
+        elif name == "mlflow":
+            made.append(
+                loggers.MLFlowLogger(
+                    experiment_name="lightning-explain-demo",
+                    tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}",
+                    artifact_location=str((out / "mlflow-artifacts").resolve()),
+                )
+            )
+        else:
+            raise ValueError(f"--logger {name!r}: expected one of {', '.join(LOGGERS)}.")
+    return made
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=sorted(MODELS), default="simclr")
+    p.add_argument("--data", default=None, help="CIFAR-10 / STL-10 folder or an ImageFolder")
+    p.add_argument("--logger", nargs="+", choices=LOGGERS, default=["tensorboard", "csv"])
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--input-size", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None, help="use only this many images")
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
+    p.add_argument("--n-pairs", type=int, default=6)
+    p.add_argument("--n-steps", type=int, default=32, help="insertion/deletion steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-dashboard", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(args.seed, workers=True)
+
+    model = MODELS[args.model](max_epochs=args.epochs)
+    data = SSLDataModule(
+        data=args.data, input_size=args.input_size, batch_size=args.batch_size, limit=args.limit
+    )
+    explainer = PairExplanationCallback(
+        methods=[m if m != "conditional_occlusion" else {"name": m, "window": 8, "stride": 4} for m in args.methods],
+        n_pairs=args.n_pairs,
+        n_steps=args.n_steps,
+        embedding="embed",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        seed=args.seed,
+    )
+    checkpoints = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="epoch={epoch:02d}",
+        auto_insert_metric_name=False,
+        save_top_k=-1,
+        every_n_epochs=1,
+    )
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator="auto",
+        devices=1,
+        logger=make_loggers(args.logger, out),
+        callbacks=[explainer, checkpoints, TQDMProgressBar(refresh_rate=1)],
+        log_every_n_steps=5,
+        default_root_dir=str(out),
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    took = time.perf_counter() - start
+
+    probe = out / "probe.pt"
+    explainer.save_probe(probe)
+    ckpts = sorted((out / "checkpoints").glob("epoch=*.ckpt"))
+    print(f"\nTrained {args.model} for {args.epochs} epochs in {took:.0f} s.")
+    dashboard = None
+    if not args.no_dashboard and len(ckpts) >= 2:
+        from lightning_explain.cli import main as cli_main
+
+        dashboard = out / "dashboard"
+        code = cli_main(
+            [
+                "compare", str(ckpts[0]), str(ckpts[-1]),
+                "--probe", str(probe),
+                "--model-class", f"ssl_models:{MODELS[args.model].__name__}",
+                "--embedding", "embed",
+                "--methods", *args.methods,
+                "--n-steps", str(args.n_steps),
+                "--out", str(dashboard),
+            ]
+        )
+        if code != 0:
+            return code
+    _summary(out, args.logger, ckpts, probe, dashboard)
+    return 0
+
+
+def _summary(out: Path, loggers: list[str], ckpts: list[Path], probe: Path, dashboard: Path | None) -> None:
+    root = out.resolve()
+    lines = ["", "Where everything is:"]
+    if "tensorboard" in loggers:
+        lines.append(f"  TensorBoard logs   {root / 'tensorboard'}")
+        lines.append(
+            f"                     view: tensorboard --logdir {root / 'tensorboard'} "
+            "--samples_per_plugin images=0"
+        )
+    if "csv" in loggers:
+        lines.append(f"  CSV metrics        {root / 'csv' / 'metrics.csv'}")
+        lines.append(f"  heatmap PNGs       {root / 'csv' / 'explanations'}/epoch=NNN/")
+    if "wandb" in loggers:
+        lines.append(f"  W&B run            {root / 'wandb'}  (sync: wandb sync {root / 'wandb'}/offline-run-*)")
+    if "mlflow" in loggers:
+        lines.append(f"  MLflow             mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}")
+    lines.append(f"  checkpoints        {root / 'checkpoints'} ({len(ckpts)} files)")
+    lines.append(f"  probe set          {probe.resolve()}")
+    if dashboard is not None:
+        lines.append(f"  dashboard          {dashboard.resolve() / 'index.html'}")
+        lines.append("                     open it in a browser from disk (no server, no network)")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    torch.set_float32_matmul_precision("high")
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Run by tests/callback/test_ddp.py: a 2-process DDP fit (gloo, CPU) with the callback.
+
+Usage: python _ddp_script.py OUTPUT_DIR. Lightning's DDP launcher starts the second process by
+running this script again. Each rank records the sink calls it makes and its callback metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import lightning.pytorch as L  # noqa: E402
+from lightning_utilities.core.rank_zero import rank_zero_only  # noqa: E402
+
+from lightning_explain import sinks  # noqa: E402
+from lightning_explain.callback import PairExplanationCallback  # noqa: E402
+from tests.callback.helpers import FAST, make_module_class  # noqa: E402
+
+
+def main(root: Path) -> None:
+    torch.set_num_threads(1)
+    original = sinks.FileSink.log_image
+
+    def recording(self: Any, key: str, image: Any, step: int, caption: Any = None) -> None:
+        rank = getattr(rank_zero_only, "rank", 0)
+        with open(root / f"images_rank{rank}.txt", "a") as f:
+            f.write(f"{key} {step}\n")
+        original(self, key, image, step, caption)
+
+    sinks.FileSink.log_image = recording  # type: ignore[method-assign]
+
+    L.seed_everything(0)
+    model = make_module_class()(n=16, batch_size=4)
+    cb = PairExplanationCallback(["gradcam"], **FAST)
+    ckpt = L.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_last=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=2,
+        logger=L.loggers.CSVLogger(str(root), name="csv", version=0),
+        callbacks=[cb, ckpt],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+    )
+    trainer.fit(model)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("explain/")}
+    (root / f"metrics_rank{trainer.global_rank}.json").write_text(json.dumps(metrics))
+    if trainer.is_global_zero:
+        cb.save_probe(root / "probe.pt")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,57 @@
+"""DDP with two CPU processes (gloo): no deadlock, images logged once (rank 0), the same scalars
+on every rank, and equal to a single-process evaluation of rank 0's weights on the same probe set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_explain.callback import PairExplanationCallback
+from tests.callback.helpers import FAST, make_module_class
+
+SCRIPT = Path(__file__).with_name("_ddp_script.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_two_processes(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # Images: rendered and logged by rank 0 only, once per evaluation.
+    logged = (tmp_path / "images_rank0.txt").read_text().split("\n")
+    assert [line for line in logged if line] == ["explain/gradcam/pairs 2", "explain/gradcam/pairs 4"]
+    assert not (tmp_path / "images_rank1.txt").exists()
+
+    # Scalars: identical on both ranks (broadcast from rank 0).
+    m0 = json.loads((tmp_path / "metrics_rank0.json").read_text())
+    m1 = json.loads((tmp_path / "metrics_rank1.json").read_text())
+    assert m0 == m1
+    assert m0["explain/errors"] == 0.0
+    assert "explain/gradcam/insertion_simultaneous" in m0
+
+    # Equal to one process evaluating rank 0's final weights on the same probe set.
+    model = make_module_class()(n=16, batch_size=4)
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    cb = PairExplanationCallback(["gradcam"], **FAST)
+    cb.load_probe(tmp_path / "probe.pt")
+    single = cb.compute_scores(model)
+    for key, value in single.items():
+        assert value == pytest.approx(m0[key], rel=1e-5, abs=1e-6), key
