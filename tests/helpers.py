@@ -82,6 +82,19 @@ class CentredLeftHalfModel(LeftHalfModel):
         return super().forward(x) - self.centre
 
 
+class InvariantLeftHalfModel(nn.Module):
+    """Embedding = 4 x 2 average-pooled blocks of the left half of the image.
+
+    Only the left half matters and the embedding direction is invariant to brightness: the setting
+    Pixel Invariance assumes (a contrastive model trained to be invariant to colour jitter), in
+    which erasing a left block, not jitter, moves the similarity.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x[..., : x.shape[-1] // 2], (4, 2))
+        return pooled.flatten(1)
+
+
 def positive_pairs(b: int, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Two views of the same images (brightness change and a little noise), as the paper's pairs."""
     x1 = images(b, c, h, w, seed=seed)

@@ -114,7 +114,7 @@ _METHODS: dict[str, MethodInfo] = {
         ),
         MethodInfo(
             "pixel_invariance", "surrogate", _P + "surrogate",
-            "n_augmentations forwards + a linear surrogate fit", True, False, False,
+            "2 + 2 x n_augmentations forwards (2002) + 2 linear surrogate fits", True, False, False,
             "weights of a linear surrogate predicting the similarity under aligned augmentations",
         ),
     )

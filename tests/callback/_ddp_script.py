@@ -7,7 +7,6 @@ running this script again. Each rank records the sink calls it makes and its cal
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import lightning.pytorch as L  # noqa: E402
-from lightning_utilities.core.rank_zero import rank_zero_only  # noqa: E402
+import lightning.pytorch as L
+from lightning_utilities.core.rank_zero import rank_zero_only
 
-from lightning_explain import sinks  # noqa: E402
-from lightning_explain.callback import PairExplanationCallback  # noqa: E402
-from tests.callback.helpers import FAST, make_module_class  # noqa: E402
+from lightning_explain import sinks
+from lightning_explain.callback import PairExplanationCallback
+from tests.callback.helpers import FAST, make_module_class
 
 
 def main(root: Path) -> None:

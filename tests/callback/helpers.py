@@ -169,7 +169,9 @@ def trainer(ns: str = "lightning.pytorch", **kwargs: Any) -> Any:
     return L.Trainer(**defaults)
 
 
-FAST: dict[str, Any] = dict(n_pairs=2, n_steps=4, metrics=["insertion_simultaneous", "deletion_simultaneous"])
+FAST: dict[str, Any] = dict(
+    n_pairs=2, n_steps=4, metrics=["insertion_simultaneous", "deletion_simultaneous"]
+)
 """Cheap callback settings for tests."""
 
 

@@ -36,7 +36,10 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
 
     # Images: rendered and logged by rank 0 only, once per evaluation.
     logged = (tmp_path / "images_rank0.txt").read_text().split("\n")
-    assert [line for line in logged if line] == ["explain/gradcam/pairs 2", "explain/gradcam/pairs 4"]
+    assert [line for line in logged if line] == [
+        "explain/gradcam/pairs 2",
+        "explain/gradcam/pairs 4",
+    ]
     assert not (tmp_path / "images_rank1.txt").exists()
 
     # Scalars: identical on both ranks (broadcast from rank 0).

@@ -134,7 +134,9 @@ def test_lightly_simclr_with_all_loggers(tmp_path: Path, monkeypatch: pytest.Mon
 
     # The probe set: two SimCLR views from the training set, normalisation detected.
     probe = cb.probe
-    assert probe is not None and probe.source == "train" and probe.pairing == "two_views"
+    assert probe is not None
+    assert probe.source == "train"
+    assert probe.pairing == "two_views"
     assert probe.x1.shape == (3, 3, 32, 32)
     assert probe.mean == pytest.approx(tuple(IMAGENET_NORMALIZE["mean"]))
     assert probe.std == pytest.approx(tuple(IMAGENET_NORMALIZE["std"]))

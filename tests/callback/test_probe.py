@@ -44,7 +44,8 @@ def test_two_views_draw_is_reproducible_and_leaves_global_rngs_alone() -> None:
 
     b = draw_probe_set(ds, 4, pairing="two_views", seed=3)
     assert a.indices == b.indices
-    assert torch.equal(a.x1, b.x1) and torch.equal(a.x2, b.x2)
+    assert torch.equal(a.x1, b.x1)
+    assert torch.equal(a.x2, b.x2)
     c = draw_probe_set(ds, 4, pairing="two_views", seed=4)
     assert c.indices != a.indices or not torch.equal(c.x1, a.x1)
 
@@ -128,7 +129,7 @@ def test_iterable_datasets_are_refused_with_the_fix() -> None:
         def __iter__(self) -> Any:
             yield torch.rand(3, 8, 8), torch.rand(3, 8, 8)
 
-    with pytest.raises(TypeError, match="map-style dataset.*probe_source"):
+    with pytest.raises(TypeError, match=r"map-style dataset.*probe_source"):
         draw_probe_set(Stream(), 1, pairing="dataset")
 
 
@@ -138,7 +139,8 @@ def test_save_and_load_round_trip_with_weights_only(tmp_path: Path) -> None:
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "lightning-explain-probe"
     loaded = ProbeSet.load(path)
-    assert torch.equal(loaded.x1, probe.x1) and torch.equal(loaded.x2, probe.x2)
+    assert torch.equal(loaded.x1, probe.x1)
+    assert torch.equal(loaded.x2, probe.x2)
     assert loaded.indices == probe.indices
     assert (loaded.seed, loaded.pairing, loaded.config_hash) == (2, "two_views", "abc")
 

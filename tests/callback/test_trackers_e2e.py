@@ -46,7 +46,9 @@ def check_wandb(root: Path, *, n_images: int, label: str = "gradcam", n_pairs: i
     assert len(table["data"]) == n_pairs
 
 
-def check_tensorboard(logger: Any, *, steps: list[int], label: str = "gradcam", size: int = 16, n_pairs: int = 2) -> None:
+def check_tensorboard(
+    logger: Any, *, steps: list[int], label: str = "gradcam", size: int = 16, n_pairs: int = 2
+) -> None:
     from tensorboard.backend.event_processing.event_accumulator import (
         IMAGES,
         SCALARS,
@@ -87,7 +89,7 @@ def check_mlflow(logger: Any, root: Path, *, steps: list[int], label: str = "gra
 
 
 def check_csv(logger: Any, *, steps: list[int], label: str = "gradcam") -> None:
-    rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+    rows = list(csv.DictReader((Path(logger.log_dir) / "metrics.csv").read_text().splitlines()))
     key = f"explain/{label}/insertion_simultaneous"
     logged = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
     assert [s for s, _ in logged] == steps

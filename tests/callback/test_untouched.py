@@ -11,6 +11,7 @@ import torch
 
 from lightning_explain.callback import PairExplanationCallback
 from tests.callback.helpers import make_module_class, namespace, trainer
+from tests.helpers import hook_count
 
 
 def _fit(tmp_path: Path, callbacks: list[Any]) -> dict[str, Any]:
@@ -31,10 +32,14 @@ def _fit(tmp_path: Path, callbacks: list[Any]) -> dict[str, Any]:
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
         "momentum": [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()],
         "training": {n: m.training for n, m in model.named_modules()},
-        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": np.random.get_state()[1].copy(),
         "metrics": {k: float(v) for k, v in tr.callback_metrics.items()},
+        "hooks": hook_count(model),
+        "modules": [n for n, _ in model.named_modules()],
     }
 
 
@@ -46,7 +51,9 @@ def deterministic() -> Any:
     torch.use_deterministic_algorithms(before)
 
 
-def test_training_is_bitwise_identical_with_the_callback(tmp_path: Path, deterministic: Any) -> None:
+def test_training_is_bitwise_identical_with_the_callback(
+    tmp_path: Path, deterministic: Any
+) -> None:
     plain = _fit(tmp_path / "plain", [])
     callback = PairExplanationCallback()  # default methods, metrics, n_pairs; every epoch
     explained = _fit(tmp_path / "explained", [callback])
@@ -70,6 +77,8 @@ def test_training_is_bitwise_identical_with_the_callback(tmp_path: Path, determi
         if g is not None:
             assert torch.equal(g, h), f"gradient of {name} differs"
     assert plain["training"] == explained["training"]
+    assert explained["hooks"] == plain["hooks"] == 0  # no hook left behind
+    assert explained["modules"] == plain["modules"]  # nothing registered on the module
     assert torch.equal(plain["torch_rng"], explained["torch_rng"])
     assert np.array_equal(plain["numpy_rng"], explained["numpy_rng"])
     assert plain["metrics"]["train_loss"] == explained["metrics"]["train_loss"]

@@ -20,4 +20,7 @@ FAST: dict[str, dict[str, Any]] = {
 
 # Options under which "most of the mass lies in the left half" is a fair expectation for a model
 # that only sees the left half.
-LOCALISATION: dict[str, dict[str, Any]] = {**FAST}
+LOCALISATION: dict[str, dict[str, Any]] = {
+    **FAST,
+    "pixel_invariance": {"n_augmentations": 128, "epochs": 100},
+}

@@ -13,6 +13,7 @@ import torch
 from lightning_explain import PairExplanation, explain, list_methods, method_info
 from tests.helpers import (
     CentredLeftHalfModel,
+    InvariantLeftHalfModel,
     TinyCNN,
     images,
     left_mass,
@@ -103,9 +104,11 @@ def test_localisation_left_half(method: str) -> None:
     """A model that only sees the left half: most of each map's mass lies in the left half.
 
     The fair setting is the paper's: positive pairs (two views of one image) and a model whose
-    embeddings are centred (see ``CentredLeftHalfModel``).
+    embeddings are centred (see ``CentredLeftHalfModel``). Pixel invariance explains what the
+    similarity is invariant to under colour jitter and erasing, so it assumes a model trained to be
+    jitter-invariant: it gets ``InvariantLeftHalfModel``.
     """
-    model = CentredLeftHalfModel()
+    model = InvariantLeftHalfModel() if method == "pixel_invariance" else CentredLeftHalfModel()
     x1, x2 = positive_pairs(4, 3, 32, 32, seed=9)
     e = explain(model, x1, x2, method=method, **LOCALISATION[method])
     for h in (e.h1, e.h2):
