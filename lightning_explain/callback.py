@@ -499,6 +499,7 @@ class PairExplanationLogic:
         self._errors = 0
         self._evaluations = 0
         self._last_step = -1
+        self._model_class: str | None = None
         self._checked = False
         self._sinks: list[Any] | None = None
 
@@ -683,6 +684,8 @@ class PairExplanationLogic:
             "errors": self._errors,
             "evaluations": self._evaluations,
             "last_step": self._last_step,
+            # Lets `lightning-explain compare` rebuild the module without `--model-class`.
+            "model_class": self._model_class,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -727,6 +730,8 @@ class PairExplanationLogic:
         """After a checkpoint restore: take the restored probe set or draw one, then the dry run."""
         self._checked = False
         self._sinks = None
+        cls = type(pl_module)
+        self._model_class = f"{cls.__module__}:{cls.__qualname__}"
         self._prepare(trainer, pl_module, final=False)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -1327,11 +1332,13 @@ _DOC = """Explain a fixed probe set of image pairs during training, score and lo
     without an image-capable logger, PNG/CSV files under
     ``<log_dir>/explanations/epoch=NNN/explain_<label>_pairs.png``.
 
-    Rank policy: global rank 0 draws nothing special, computes the explanations and metrics on the
-    whole probe set with its (unwrapped) LightningModule, renders and logs; the scalars reach every
-    rank through one ``strategy.broadcast`` that all ranks call after the guarded computation, so
-    ``ModelCheckpoint``/``EarlyStopping`` see the same values everywhere and a failure on rank 0
-    cannot deadlock the others. FSDP and DeepSpeed are refused at setup.
+    Rank policy: every rank draws the same probe set; global rank 0 computes the explanations and
+    metrics on the whole probe set with its (unwrapped) LightningModule, renders and logs; the
+    scalars reach every rank through one ``strategy.broadcast`` that all ranks call after the
+    guarded computation, so ``ModelCheckpoint``/``EarlyStopping`` see the same values everywhere
+    and a failure on rank 0 cannot deadlock the others. FSDP and DeepSpeed are refused at setup.
+    To monitor a score with the default hook, give ``ModelCheckpoint(save_on_train_epoch_end=True)``
+    / ``EarlyStopping(check_on_train_epoch_end=True)``, so that they run after the callback.
 
     Cost of one evaluation (forward/backward passes per probe pair): 2 forwards for
     ``explain/sim``, plus for each method its own cost (``method_info(name).cost``; Grad-CAM and

@@ -101,7 +101,7 @@ def test_file_sink_layout(tmp_path: Path) -> None:
     sink = FileSink(tmp_path)
     image = grid()
     sink.log_image(KEY, image, step=7, caption="sim 0.83 | ins 0.71 del 0.22")
-    by_step = tmp_path / "explanations" / "step=00000007" / "explain_gradcam_pairs.png"
+    by_step = tmp_path / "explanations" / "step=00000007" / "gradcam.png"
     assert by_step.is_file()
     np.testing.assert_array_equal(png_pixels(by_step), hwc(image))
     with Image.open(by_step) as img:
@@ -118,16 +118,16 @@ def test_file_sink_layout(tmp_path: Path) -> None:
     )
     folder = tmp_path / "explanations" / "epoch=003"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "explain_gradcam_curves.png",
-        "explain_gradcam_pairs.png",
-        "explain_gradcam_scores.csv",
+        "gradcam_curves.png",
+        "gradcam.png",
+        "gradcam_scores.csv",
     ]
-    assert png_pixels(folder / "explain_gradcam_curves.png").shape == (
+    assert png_pixels(folder / "gradcam_curves.png").shape == (
         round(fig.get_figheight() * 100),
         round(fig.get_figwidth() * 100),
         3,
     )
-    with (folder / "explain_gradcam_scores.csv").open() as f:
+    with (folder / "gradcam_scores.csv").open() as f:
         assert list(csv.reader(f)) == [COLUMNS, ["0", "0.5", "0.25", "0.1"]]
 
 
@@ -260,10 +260,10 @@ def test_csv_logger_gets_png_files(tmp_path: Path) -> None:
     sink.log_figure("explain/gradcam/figure", fig, step=30)
     sink.log_table("explain/gradcam/scores", COLUMNS, ROWS, step=30)
     folder = Path(logger.log_dir) / "explanations" / "epoch=002"
-    np.testing.assert_array_equal(png_pixels(folder / "explain_gradcam_pairs.png"), hwc(image))
-    saved = matplotlib.image.imread(folder / "explain_gradcam_figure.png")
+    np.testing.assert_array_equal(png_pixels(folder / "gradcam.png"), hwc(image))
+    saved = matplotlib.image.imread(folder / "gradcam_figure.png")
     assert saved.shape[:2] == (round(fig.get_figheight() * 100), round(fig.get_figwidth() * 100))
-    with (folder / "explain_gradcam_scores.csv").open() as f:
+    with (folder / "gradcam_scores.csv").open() as f:
         assert next(csv.reader(f)) == COLUMNS
 
 

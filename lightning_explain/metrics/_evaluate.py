@@ -10,6 +10,7 @@ from torch import Tensor
 
 from lightning_explain._core import Model, PairContext, check_positive_int, pair_context
 from lightning_explain.explanation import PairExplanation
+from lightning_explain.methods import method_info
 from lightning_explain.metrics._registry import resolve_metrics
 from lightning_explain.metrics.functional._common import (
     Comparison,
@@ -121,7 +122,7 @@ def evaluate(
         method: the explanation method, required for ``max_sensitivity``.
         method_options: the options the explanation was computed with (passed to every
             ``explain`` call of ``max_sensitivity``; a ``seed`` here is the method's seed, the
-            noise seed is 0).
+            noise seed is 0; ``similarity`` defaults to this call's ``similarity``).
         return_curves: also return the ``(B, n_steps + 1)`` curve of each insertion/deletion key
             (conditional keys: the mean curve of both directions).
 
@@ -181,9 +182,10 @@ def evaluate(
         scores.update(_scores)
         curves.update(_curves)
     if "max_sensitivity" in keys:
-        scores["max_sensitivity"] = run_max_sensitivity(
-            model, x1, x2, method, method_options or {}, owner=owner
-        )
+        options = dict(method_options or {})
+        if isinstance(method, str) and "similarity" in method_info(method).defaults():
+            options.setdefault("similarity", similarity)
+        scores["max_sensitivity"] = run_max_sensitivity(model, x1, x2, method, options, owner=owner)
     ordered = {k: scores[k] for k in keys}
     if return_curves:
         return ordered, {k: curves[k] for k in keys if k in curves}

@@ -4,8 +4,8 @@ A sink adapts one experiment tracker (or a folder) to three calls the callback m
 explanation cycle: :meth:`~ExplanationSink.log_image` for the pair grid,
 :meth:`~ExplanationSink.log_figure` for matplotlib figures (captioned pairs, insertion/deletion
 curves) and :meth:`~ExplanationSink.log_table` for per-pair scores. Scalars (metric means) do not go
-through sinks: the callback logs them with ``pl_module.log``, so every Lightning logger receives them
-and ModelCheckpoint/EarlyStopping can monitor them.
+through sinks: the callback passes them to every logger's ``log_metrics`` and writes them into
+``trainer.callback_metrics``, where ModelCheckpoint/EarlyStopping can monitor them.
 """
 
 from __future__ import annotations

@@ -30,14 +30,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 def file_stem(key: str, *, owner: str = "FileSink") -> str:
     """A file name for a logging key: slashes and unsafe characters become ``_``.
 
-    ``"explain/gradcam/pairs"`` -> ``"explain_gradcam_pairs"``.
+    The callback's keys map to one file per method: a leading ``explain/`` and a trailing
+    ``/pairs`` are dropped, so ``"explain/gradcam/pairs"`` -> ``"gradcam"`` and
+    ``"explain/gradcam/curves"`` -> ``"gradcam_curves"``; other keys keep every part
+    (``"compare/gradcam/pairs"`` -> ``"compare_gradcam_pairs"``).
 
     Raises:
         ValueError: if nothing usable is left of ``key``.
     """
     if not isinstance(key, str):
         raise TypeError(f"`{owner}`: expected `key` to be a string, but got {key!r}.")
-    stem = _UNSAFE.sub("_", key.strip()).strip("._")
+    key = key.strip()
+    if key.startswith("explain/"):
+        key = key.removeprefix("explain/").removesuffix("/pairs")
+    stem = _UNSAFE.sub("_", key).strip("._")
     if not stem:
         raise ValueError(
             f"`{owner}`: expected a `key` with letters or digits, such as 'explain/gradcam/pairs', "
@@ -53,9 +59,9 @@ class FileSink(ExplanationSink):
     :meth:`~ExplanationSink.set_context` (``step=NNNNNNNN`` after the global step when no epoch is
     set), holding one file per key, slashes in the key replaced by ``_``::
 
-        <directory>/explanations/epoch=003/explain_gradcam_pairs.png    # log_image
-        <directory>/explanations/epoch=003/explain_gradcam_curves.png   # log_figure
-        <directory>/explanations/epoch=003/explain_gradcam_scores.csv   # log_table
+        <directory>/explanations/epoch=003/gradcam.png          # log_image("explain/gradcam/pairs")
+        <directory>/explanations/epoch=003/gradcam_curves.png   # log_figure("explain/gradcam/curves")
+        <directory>/explanations/epoch=003/gradcam_scores.csv   # log_table("explain/gradcam/scores")
 
     Image captions, the key and the step are stored as PNG text chunks (``Description``, ``Title``,
     ``Step``; shown by ``exiftool`` or ``PIL.Image.open(p).text``). A key logged twice in one

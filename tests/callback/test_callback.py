@@ -103,9 +103,13 @@ def test_scores_reach_callback_metrics_and_model_checkpoint(tmp_path: Path) -> N
     ckpt = L.callbacks.ModelCheckpoint(
         dirpath=tmp_path / "ckpt", monitor=key, mode="max", save_on_train_epoch_end=True
     )
+    stop = L.callbacks.EarlyStopping(
+        monitor=key, mode="max", patience=5, check_on_train_epoch_end=True, strict=True
+    )
     cb = PairExplanationCallback(["gradcam"], log_images=False, **FAST)
-    tr = trainer(callbacks=[cb, ckpt], default_root_dir=tmp_path, enable_checkpointing=True)
+    tr = trainer(callbacks=[cb, ckpt, stop], default_root_dir=tmp_path, enable_checkpointing=True)
     tr.fit(SSL())
+    assert float(stop.best_score) == pytest.approx(float(ckpt.best_model_score))
     metrics = tr.callback_metrics
     assert set(metrics) >= {
         "explain/sim",
@@ -146,9 +150,9 @@ def test_csv_logger_gets_scalars_at_global_steps_and_pngs_next_to_them(tmp_path:
     assert tr.global_step == 8
     for epoch in (0, 1):
         folder = Path(logger.log_dir) / "explanations" / f"epoch={epoch:03d}"
-        assert (folder / "explain_gradcam_pairs.png").is_file()
-        assert (folder / "explain_gradcam_curves.png").is_file()
-        assert (folder / "explain_gradcam_scores.csv").is_file()
+        assert (folder / "gradcam.png").is_file()
+        assert (folder / "gradcam_curves.png").is_file()
+        assert (folder / "gradcam_scores.csv").is_file()
 
 
 def test_without_logger_pngs_go_under_default_root_dir(tmp_path: Path) -> None:
@@ -156,7 +160,7 @@ def test_without_logger_pngs_go_under_default_root_dir(tmp_path: Path) -> None:
 
     cb = PairExplanationCallback(["gradcam"], **FAST)
     _fit(cb, tmp_path, max_epochs=1)
-    png = tmp_path / "explanations" / "epoch=000" / "explain_gradcam_pairs.png"
+    png = tmp_path / "explanations" / "epoch=000" / "gradcam.png"
     img = Image.open(png)
     # Two pairs: two rows of four 16-px tiles with 2-px padding.
     assert img.size == (4 * 16 + 5 * 2, 2 * 16 + 3 * 2)
@@ -216,6 +220,18 @@ def test_validation_hook_in_fit_and_in_trainer_validate_with_inference_mode(tmp_
     assert cb.state_dict()["evaluations"] == 3
     assert float(tr.callback_metrics["explain/errors"]) == 0
     assert torch.isfinite(tr.callback_metrics["explain/input_x_gradient/deletion_simultaneous"])
+
+    # trainer.validate alone, with a fresh callback: the probe set is drawn from the loaded
+    # validation data and the dry run happens in on_validation_start.
+    fresh = PairExplanationCallback(["gradcam"], hook="validation_epoch_end", **FAST)
+    tr = trainer(callbacks=[fresh], default_root_dir=tmp_path / "validate", inference_mode=True)
+    tr.validate(model, verbose=False)
+    assert fresh.state_dict()["evaluations"] == 1
+    assert fresh.probe is not None
+    assert fresh.probe.source == "val"
+    assert (
+        tmp_path / "validate" / "explanations" / "epoch=000" / "gradcam.png"
+    ).is_file()
 
 
 def test_bf16_mixed_precision_on_cpu(tmp_path: Path) -> None:
@@ -286,7 +302,7 @@ def test_pytorch_lightning_trainer(tmp_path: Path) -> None:
     tr.fit(make_module_class("pytorch_lightning")())
     assert float(tr.callback_metrics["explain/errors"]) == 0
     assert "explain/gradcam/deletion_simultaneous" in tr.callback_metrics
-    assert (tmp_path / "explanations" / "epoch=000" / "explain_gradcam_pairs.png").is_file()
+    assert (tmp_path / "explanations" / "epoch=000" / "gradcam.png").is_file()
 
 
 _CLI_CONFIG = """
@@ -342,3 +358,24 @@ def test_lightning_cli_builds_and_runs_the_callback(tmp_path: Path, ns: str, cls
     assert cb.methods == ["gradcam", "interaction_cam-max", "interaction_cam-mean"]
     assert cb.embedding == "backbone"
     assert "explain/interaction_cam-max/insertion_simultaneous" in cli.trainer.callback_metrics
+
+
+def test_without_the_lightning_package_the_callback_uses_pytorch_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['lightning'] = None\n"
+        "import pytorch_lightning as pl\n"
+        "from lightning_explain.callback import PairExplanationCallback as A\n"
+        "from lightning_explain.pl import PairExplanationCallback as B\n"
+        "assert A is B and issubclass(A, pl.Callback), A.__mro__\n"
+        "assert 'lightning.pytorch' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")

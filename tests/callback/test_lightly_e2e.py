@@ -93,6 +93,7 @@ def make_simclr() -> Any:
     return SimCLR()
 
 
+@pytest.mark.slow
 def test_lightly_simclr_with_all_loggers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for module in ("lightly", "sklearn", "wandb", "tensorboard", "mlflow"):
         pytest.importorskip(module)

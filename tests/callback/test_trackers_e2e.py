@@ -95,9 +95,9 @@ def check_csv(logger: Any, *, steps: list[int], label: str = "gradcam") -> None:
     assert [s for s, _ in logged] == steps
     for epoch in range(len(steps)):
         folder = Path(logger.log_dir) / "explanations" / f"epoch={epoch:03d}"
-        assert (folder / f"explain_{label}_pairs.png").is_file()
-        assert (folder / f"explain_{label}_curves.png").is_file()
-        assert (folder / f"explain_{label}_scores.csv").is_file()
+        assert (folder / f"{label}.png").is_file()
+        assert (folder / f"{label}_curves.png").is_file()
+        assert (folder / f"{label}_scores.csv").is_file()
 
 
 def test_all_four_trackers_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -127,7 +127,10 @@ def test_evaluate_and_wrapper_use_method_options(fake_explain):
             method="input_x_gradient",
             method_options={"seed": 5},
         )
-    assert fake_explain[0][2] == {"seed": 5}
+    # evaluate's similarity reaches the method unless method_options sets one
+    assert fake_explain[0][2] == {"seed": 5, "similarity": "cosine"}
+    evaluate(model, x1, x2, None, "max_sensitivity", similarity="dot", method="input_x_gradient")
+    assert fake_explain[-1][2] == {"similarity": "dot"}
     direct = max_sensitivity(model, x1, x2, "input_x_gradient", options={"seed": 5})
     assert torch.allclose(scores["max_sensitivity"], direct)
     metric = MaxSensitivity("input_x_gradient", n_samples=10, method_options={"seed": 5})
