@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `ssl_models` importable
 
-from pytorch_lightning.cli import LightningCLI  # noqa: E402
+from pytorch_lightning.cli import LightningCLI
 
 
 def main() -> None:

@@ -90,8 +90,12 @@ class _SSLModule(pl.LightningModule):
         raise TypeError(f"{type(self).__name__} must define pair_loss")
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=0.9, weight_decay=5e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams["max_epochs"]))
+        opt = torch.optim.SGD(
+            self.parameters(), lr=self.hparams["lr"], momentum=0.9, weight_decay=5e-4
+        )
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(1, self.hparams["max_epochs"])
+        )
         return [opt], [sched]
 
 
@@ -188,7 +192,9 @@ class BarlowTwins(_SSLModule):
 class MoCo(_Momentum):
     """MoCo v2: momentum key encoder and a memory bank of negatives. Embedding: the query projection."""
 
-    def __init__(self, lr: float = 0.06, max_epochs: int = 10, memory_bank_size: int = 1024) -> None:
+    def __init__(
+        self, lr: float = 0.06, max_epochs: int = 10, memory_bank_size: int = 1024
+    ) -> None:
         super().__init__(lr, max_epochs)
         self.projection_head = heads.MoCoProjectionHead(self.feature_dim, 256, 64)
         self._momentum_copies("backbone", "projection_head")
@@ -317,7 +323,10 @@ class SSLDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[Any]:
         return DataLoader(
-            self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
             num_workers=self.num_workers,
         )
 

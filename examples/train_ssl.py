@@ -32,9 +32,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ssl_models import MODELS, SSLDataModule  # noqa: E402
+from ssl_models import MODELS, SSLDataModule
 
-from lightning_explain.pl import PairExplanationCallback  # noqa: E402
+from lightning_explain.pl import PairExplanationCallback
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # lightly's SimCLRTransform normalises with these
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, input_size=args.input_size, batch_size=args.batch_size, limit=args.limit
     )
     explainer = PairExplanationCallback(
-        methods=[m if m != "conditional_occlusion" else {"name": m, "window": 8, "stride": 4} for m in args.methods],
+        methods=[
+            m if m != "conditional_occlusion" else {"name": m, "window": 8, "stride": 4}
+            for m in args.methods
+        ],
         n_pairs=args.n_pairs,
         n_steps=args.n_steps,
         embedding="embed",
@@ -141,13 +144,21 @@ def main(argv: list[str] | None = None) -> int:
         dashboard = out / "dashboard"
         code = cli_main(
             [
-                "compare", str(ckpts[0]), str(ckpts[-1]),
-                "--probe", str(probe),
-                "--model-class", f"ssl_models:{MODELS[args.model].__name__}",
-                "--embedding", "embed",
-                "--methods", *args.methods,
-                "--n-steps", str(args.n_steps),
-                "--out", str(dashboard),
+                "compare",
+                str(ckpts[0]),
+                str(ckpts[-1]),
+                "--probe",
+                str(probe),
+                "--model-class",
+                f"ssl_models:{MODELS[args.model].__name__}",
+                "--embedding",
+                "embed",
+                "--methods",
+                *args.methods,
+                "--n-steps",
+                str(args.n_steps),
+                "--out",
+                str(dashboard),
             ]
         )
         if code != 0:
@@ -156,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _summary(out: Path, loggers: list[str], ckpts: list[Path], probe: Path, dashboard: Path | None) -> None:
+def _summary(
+    out: Path, loggers: list[str], ckpts: list[Path], probe: Path, dashboard: Path | None
+) -> None:
     root = out.resolve()
     lines = ["", "Where everything is:"]
     if "tensorboard" in loggers:
@@ -169,9 +182,13 @@ def _summary(out: Path, loggers: list[str], ckpts: list[Path], probe: Path, dash
         lines.append(f"  CSV metrics        {root / 'csv' / 'metrics.csv'}")
         lines.append(f"  heatmap PNGs       {root / 'csv' / 'explanations'}/epoch=NNN/")
     if "wandb" in loggers:
-        lines.append(f"  W&B run            {root / 'wandb'}  (sync: wandb sync {root / 'wandb'}/offline-run-*)")
+        lines.append(
+            f"  W&B run            {root / 'wandb'}  (sync: wandb sync {root / 'wandb'}/offline-run-*)"
+        )
     if "mlflow" in loggers:
-        lines.append(f"  MLflow             mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}")
+        lines.append(
+            f"  MLflow             mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}"
+        )
     lines.append(f"  checkpoints        {root / 'checkpoints'} ({len(ckpts)} files)")
     lines.append(f"  probe set          {probe.resolve()}")
     if dashboard is not None:

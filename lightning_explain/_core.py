@@ -33,19 +33,19 @@ from lightning_explain.explanation import PairExplanation
 from lightning_explain.similarity import SimilarityFn, resolve_similarity
 
 __all__ = [
+    "DEFAULT_CHUNK",
     "Model",
     "PairContext",
-    "pair_context",
-    "check_pair",
-    "check_heatmap",
     "check_embedding",
-    "find_modules",
+    "check_heatmap",
+    "check_pair",
     "finalize_maps",
-    "upsample_maps",
+    "find_modules",
     "gaussian_blur",
     "guided_relu",
+    "pair_context",
     "removable_hooks",
-    "DEFAULT_CHUNK",
+    "upsample_maps",
 ]
 
 Model = Union[nn.Module, Callable[[Tensor], Tensor]]
@@ -223,7 +223,9 @@ def guided_relu(modules: Sequence[nn.Module], enabled: bool = True) -> Iterator[
                 if isinstance(m, nn.ReLU):
                     handles.append(m.register_full_backward_hook(_positive_grad_hook))
         # In-place ReLUs cannot be combined with full backward hooks; run them out of place.
-        inplace = [m for root in modules for m in root.modules() if isinstance(m, nn.ReLU) and m.inplace]
+        inplace = [
+            m for root in modules for m in root.modules() if isinstance(m, nn.ReLU) and m.inplace
+        ]
         try:
             for m in inplace:
                 m.inplace = False
@@ -242,7 +244,9 @@ def gaussian_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tenso
     from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
 
     squeeze = x.ndim == 3
-    y: Tensor = tv_blur(x.unsqueeze(1) if squeeze else x, [kernel_size, kernel_size], [sigma, sigma])
+    y: Tensor = tv_blur(
+        x.unsqueeze(1) if squeeze else x, [kernel_size, kernel_size], [sigma, sigma]
+    )
     return y.squeeze(1) if squeeze else y
 
 

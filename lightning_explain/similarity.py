@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SimilarityFn", "SimilarityName", "resolve_similarity", "list_similarities"]
+__all__ = ["SimilarityFn", "SimilarityName", "list_similarities", "resolve_similarity"]
 
 SimilarityName = Literal["cosine", "dot", "neg_l2"]
 SimilarityFn = Callable[[Tensor, Tensor], Tensor]

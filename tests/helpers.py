@@ -95,7 +95,9 @@ class InvariantLeftHalfModel(nn.Module):
         return pooled.flatten(1)
 
 
-def positive_pairs(b: int, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> tuple[Tensor, Tensor]:
+def positive_pairs(
+    b: int, c: int = 3, h: int = 32, w: int = 32, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """Two views of the same images (brightness change and a little noise), as the paper's pairs."""
     x1 = images(b, c, h, w, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -114,7 +116,9 @@ def images(b: int, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> Tenso
 
 def _state(model: nn.Module) -> dict[str, Any]:
     return {
-        "grads": {n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()},
+        "grads": {
+            n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()
+        },
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "training": {n: m.training for n, m in model.named_modules()},
         "buffers": {n: b.clone() for n, b in model.named_buffers()},

@@ -55,9 +55,7 @@ def test_contract_and_no_side_effects(method: str, c: int, h: int, w: int) -> No
         e = explain(model, x1, x2, method=method, **FAST[method])
     _check_contract(e, 2, h, w)
     with torch.no_grad():
-        expected_sim = torch.nn.functional.cosine_similarity(
-            model.eval()(x1), model(x2), dim=1
-        )
+        expected_sim = torch.nn.functional.cosine_similarity(model.eval()(x1), model(x2), dim=1)
     torch.testing.assert_close(e.sim, expected_sim, atol=1e-5, rtol=1e-4)
 
 

@@ -11,9 +11,17 @@ from tests.helpers import TinyCNN, images
 
 def test_registry_lists_all_paper_methods() -> None:
     assert set(list_methods()) >= {
-        "conditional_occlusion", "context_agnostic_occlusion", "pairwise_occlusion",
-        "gradcam", "interaction_cam", "input_x_gradient", "smoothgrad",
-        "averaged_transforms", "pixel_invariance", "integrated_gradients", "rise",
+        "conditional_occlusion",
+        "context_agnostic_occlusion",
+        "pairwise_occlusion",
+        "gradcam",
+        "interaction_cam",
+        "input_x_gradient",
+        "smoothgrad",
+        "averaged_transforms",
+        "pixel_invariance",
+        "integrated_gradients",
+        "rise",
     }
     assert list_methods("cam") == ["gradcam", "interaction_cam"]
     for name in list_methods():
@@ -23,7 +31,10 @@ def test_registry_lists_all_paper_methods() -> None:
 
 
 def test_unknown_method_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="Unknown explanation method 'gradcm'.*'gradcam'.*Valid methods: .*smoothgrad"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown explanation method 'gradcm'.*'gradcam'.*Valid methods: .*smoothgrad",
+    ):
         explain(TinyCNN(), images(1), images(1), method="gradcm")
 
 
@@ -35,9 +46,19 @@ def test_unknown_option_lists_valid_options() -> None:
 @pytest.mark.parametrize(
     ("x1", "x2", "exc", "match"),
     [
-        (torch.rand(3, 32, 32), torch.rand(3, 32, 32), ValueError, r"`x1` of shape \(B, C, H, W\).*unsqueeze"),
+        (
+            torch.rand(3, 32, 32),
+            torch.rand(3, 32, 32),
+            ValueError,
+            r"`x1` of shape \(B, C, H, W\).*unsqueeze",
+        ),
         (torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 40), ValueError, "same shape"),
-        (torch.randint(0, 255, (1, 3, 32, 32)), torch.rand(1, 3, 32, 32), TypeError, "floating-point"),
+        (
+            torch.randint(0, 255, (1, 3, 32, 32)),
+            torch.rand(1, 3, 32, 32),
+            TypeError,
+            "floating-point",
+        ),
         ([1, 2], torch.rand(1, 3, 32, 32), TypeError, "`x1` to be a float tensor"),
         (torch.rand(0, 3, 32, 32), torch.rand(0, 3, 32, 32), ValueError, "empty batch"),
     ],
@@ -74,7 +95,9 @@ def test_non_finite_embeddings() -> None:
 
 
 def test_unknown_similarity() -> None:
-    with pytest.raises(ValueError, match=r"`similarity` to be one of \['cosine', 'dot', 'neg_l2'\]"):
+    with pytest.raises(
+        ValueError, match=r"`similarity` to be one of \['cosine', 'dot', 'neg_l2'\]"
+    ):
         explain(TinyCNN(), images(1), images(1), method="input_x_gradient", similarity="l1")
 
 
@@ -96,5 +119,6 @@ def test_similarities(similarity: str) -> None:
 def test_callable_model_eval_mode_is_restored() -> None:
     net = TinyCNN().train()
     e = explain(lambda x: net(x), images(2), images(2), method="gradcam")
-    assert net.training and all(m.training for m in net.modules())
+    assert net.training
+    assert all(m.training for m in net.modules())
     assert e.h1.shape == (2, 32, 32)
