@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/explain_photos.py --out outputs/demo $(DEMO_ARGS)
+	$(PY) examples/train_ssl.py --out outputs/demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lightning_explain tests examples benchmarks docs

@@ -20,8 +20,10 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import math
 import os
 import random
 import re
@@ -38,6 +40,14 @@ from torch import Tensor, nn
 
 from lightning_explain._lightning import callback_base, default_namespace, resolve_dotted
 from lightning_explain._lightning import unsupported_strategy as _unsupported_strategy
+from lightning_explain.downstream import (
+    Correlation,
+    DownstreamPoint,
+    KNNSet,
+    correlation_table,
+    draw_knn_set,
+    evaluate_knn,
+)
 from lightning_explain.explain import explain
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods import check_method_options, get_method, method_info
@@ -61,6 +71,8 @@ __all__ = [
 
 _OWNER = "PairExplanationCallback"
 _STATE_VERSION = 1
+_KNN_KEY = "explain/knn_accuracy"
+_KNN_WARN_BYTES = 64 * 2**20
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "interaction_cam")
 """Methods explained when ``methods`` is not given: the paper's pairwise Grad-CAM baseline and its
@@ -243,7 +255,7 @@ def _has_attribute_path(module: object, path: str) -> bool:
 
 @dataclass
 class _Failure:
-    stage: str  # "embedding", "method", "metrics", "render"
+    stage: str  # "embedding", "method", "metrics", "render", "knn"
     label: str
     error: BaseException
 
@@ -253,6 +265,7 @@ class _Failure:
             "method": f"explaining with method {self.label!r}",
             "metrics": f"scoring method {self.label!r}",
             "render": f"rendering method {self.label!r}",
+            "knn": "computing the kNN accuracy",
         }[self.stage]
         return f"{where} failed: {type(self.error).__name__}: {self.error}"
 
@@ -273,11 +286,14 @@ class _Evaluation:
     sim: Tensor | None
     outcomes: list[_Outcome]
     failures: list[_Failure]
+    knn_accuracy: float | None = None
 
     def scalars(self) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.sim is not None:
             out["explain/sim"] = float(self.sim.double().mean())
+        if self.knn_accuracy is not None:
+            out[_KNN_KEY] = float(self.knn_accuracy)
         for o in self.outcomes:
             for key, value in o.scores.items():
                 out[f"explain/{o.spec.label}/{key}"] = float(value.double().mean())
@@ -390,6 +406,11 @@ class PairExplanationLogic:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         hook: Hook = "train_epoch_end",
+        knn_k: int | None = None,
+        knn_temperature: float = 0.1,
+        knn_samples: int = 512,
+        knn_queries: int = 256,
+        knn_embedding: Union[str, EmbeddingFn, None] = None,
     ) -> None:
         super().__init__()
         self._specs = parse_methods(methods)
@@ -482,6 +503,33 @@ class PairExplanationLogic:
                 f"hook='train_epoch_end', but got hook={hook!r}."
             )
         self.hook: Hook = hook
+        self.knn_k = None if knn_k is None else self._positive_int(knn_k, "knn_k")
+        if (
+            isinstance(knn_temperature, bool)
+            or not isinstance(knn_temperature, (int, float))
+            or not math.isfinite(float(knn_temperature))
+            or knn_temperature <= 0
+        ):
+            raise ValueError(
+                f"`{_OWNER}`: expected `knn_temperature` to be a finite number > 0 (lightly's "
+                f"default is 0.1), but got {knn_temperature!r}."
+            )
+        self.knn_temperature = float(knn_temperature)
+        self.knn_samples = self._positive_int(knn_samples, "knn_samples")
+        self.knn_queries = self._positive_int(knn_queries, "knn_queries")
+        self.knn_embedding = knn_embedding
+        self._knn_embedding_fn: EmbeddingFn | None = (
+            None
+            if knn_embedding is None
+            else self._check_embedding(knn_embedding, argument="knn_embedding")
+        )
+        self._knn_hash = hash_settings(
+            knn_samples=self.knn_samples,
+            knn_queries=self.knn_queries,
+            seed=self.seed,
+            probe_source=self.probe_source,
+            clean_transform=self.clean_transform if isinstance(clean_transform, str) else None,
+        )
 
         self._config_hash = hash_settings(
             n_pairs=self.n_pairs,
@@ -502,6 +550,8 @@ class PairExplanationLogic:
         self._model_class: str | None = None
         self._checked = False
         self._sinks: list[Any] | None = None
+        self._history: list[dict[str, Any]] = []
+        self._correlations: list[Correlation] = []
 
     # ----------------------------------------------------------------------------------------------
     # Argument checks
@@ -562,24 +612,24 @@ class PairExplanationLogic:
         return tuple(float(v) for v in values)
 
     @staticmethod
-    def _check_embedding(embedding: object) -> EmbeddingFn | None:
+    def _check_embedding(embedding: object, argument: str = "embedding") -> EmbeddingFn | None:
         """Resolve what can be resolved without the module: callables and 'pkg.mod:fn' paths."""
         if callable(embedding) and not isinstance(embedding, str):
             fn: EmbeddingFn = embedding  # type: ignore[assignment]
             return fn
         if not isinstance(embedding, str) or not embedding:
             raise TypeError(
-                f"`{_OWNER}`: expected `embedding` to be 'forward', an attribute path of the "
+                f"`{_OWNER}`: expected `{argument}` to be 'forward', an attribute path of the "
                 f"LightningModule such as 'backbone', a dotted function path 'pkg.mod:fn', or a "
                 f"callable (module, x) -> (B, D), but got {embedding!r}."
             )
         if embedding == "forward":
             return _forward_embedding
         if ":" in embedding:
-            obj = resolve_dotted(embedding, argument="embedding", owner=_OWNER)
+            obj = resolve_dotted(embedding, argument=argument, owner=_OWNER)
             if not callable(obj):
                 raise TypeError(
-                    f"`{_OWNER}`: `embedding={embedding!r}` is not callable; expected a function "
+                    f"`{_OWNER}`: `{argument}={embedding!r}` is not callable; expected a function "
                     f"(module, x) -> (B, D)."
                 )
             fn2: EmbeddingFn = obj
@@ -649,12 +699,14 @@ class PairExplanationLogic:
         self._probe = ProbeSet.load(path)
         self._user_probe = True
         self._checked = False
+        self._history.clear()  # scores on other pairs are not comparable
         return self._probe
 
     def compute_scores(self, module: nn.Module) -> dict[str, float]:
         """Explain and score the probe set with ``module``, outside any Trainer.
 
-        Returns the scalars the callback logs (``explain/sim`` and ``explain/<label>/<metric>``),
+        Returns the scalars the callback logs (``explain/sim``, ``explain/<label>/<metric>`` and,
+        with ``knn_k`` set and a kNN set stored with the probe set, ``explain/knn_accuracy``),
         computed in full precision on the module's device.
 
         Raises:
@@ -675,7 +727,9 @@ class PairExplanationLogic:
     # Checkpoint state
 
     def state_dict(self) -> dict[str, Any]:
-        """Probe tensors (small: ``n_pairs`` pairs), seed, indices, config hash and the counters."""
+        """Probe tensors (small: ``n_pairs`` pairs, plus the kNN set when ``knn_k`` is set), seed,
+        indices, config hashes, the counters and the history of (step, epoch, scores, kNN
+        accuracy) behind the correlations."""
         return {
             "format": _CHECKPOINT_FORMAT,
             "version": _STATE_VERSION,
@@ -686,6 +740,8 @@ class PairExplanationLogic:
             "last_step": self._last_step,
             # Lets `lightning-explain compare` rebuild the module without `--model-class`.
             "model_class": self._model_class,
+            "knn_hash": self._knn_hash,
+            "history": [dict(entry, scores=dict(entry["scores"])) for entry in self._history],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -699,6 +755,13 @@ class PairExplanationLogic:
         self._errors = int(state_dict.get("errors", 0))
         self._evaluations = int(state_dict.get("evaluations", 0))
         self._last_step = int(state_dict.get("last_step", -1))
+        same_probe = state_dict.get("config_hash") == self._config_hash
+        same_knn = state_dict.get("knn_hash") == self._knn_hash
+        self._history = (
+            [self._history_entry(e) for e in state_dict.get("history") or []]
+            if same_probe and same_knn and self.knn_k is not None
+            else []
+        )
         probe = state_dict.get("probe")
         if probe is None:
             return
@@ -794,19 +857,18 @@ class PairExplanationLogic:
     # ----------------------------------------------------------------------------------------------
     # Preparation: embedding, probe set, sinks, dry run
 
-    def _resolve_embedding(self, pl_module: Any) -> EmbeddingFn:
-        if self._embedding_fn is not None and (
-            not isinstance(self.embedding, str)
-            or self.embedding == "forward"
-            or ":" in self.embedding
-        ):
-            return self._embedding_fn
-        path = str(self.embedding)
+    @staticmethod
+    def _resolve_spec(
+        spec: object, resolved: EmbeddingFn | None, pl_module: Any, argument: str
+    ) -> EmbeddingFn:
+        """Resolve an embedding spec against the module (attribute paths need the module)."""
+        if resolved is not None and (not isinstance(spec, str) or spec == "forward" or ":" in spec):
+            return resolved
+        path = str(spec)
         if _has_attribute_path(pl_module, path):
-            self._embedding_fn = functools.partial(_attribute_embedding, path)
-            return self._embedding_fn
+            return functools.partial(_attribute_embedding, path)
         try:
-            obj = resolve_dotted(path, argument="embedding", owner=_OWNER)
+            obj = resolve_dotted(path, argument=argument, owner=_OWNER)
         except ValueError:
             obj = None
         if obj is None or not callable(obj):
@@ -816,19 +878,38 @@ class PairExplanationLogic:
                 else []
             )
             raise ValueError(
-                f"`{_OWNER}`: `embedding={path!r}` is neither an attribute path of "
+                f"`{_OWNER}`: `{argument}={path!r}` is neither an attribute path of "
                 f"{type(pl_module).__name__} (its submodules: {children}) nor an importable "
                 f"function. Expected 'forward', an attribute path such as 'backbone' (meaning "
                 f"`module.backbone(x).flatten(1)`), or 'pkg.mod:fn' with fn(module, x) -> (B, D)."
             )
         fn: EmbeddingFn = obj
-        self._embedding_fn = fn
         return fn
+
+    def _resolve_embedding(self, pl_module: Any) -> EmbeddingFn:
+        self._embedding_fn = self._resolve_spec(
+            self.embedding, self._embedding_fn, pl_module, "embedding"
+        )
+        return self._embedding_fn
+
+    def _resolve_knn_embedding(self, pl_module: Any) -> EmbeddingFn:
+        """The embedding of the kNN probe: ``knn_embedding``, else ``embedding``."""
+        if self.knn_embedding is None:
+            return self._resolve_embedding(pl_module)
+        self._knn_embedding_fn = self._resolve_spec(
+            self.knn_embedding, self._knn_embedding_fn, pl_module, "knn_embedding"
+        )
+        return self._knn_embedding_fn
 
     def _embed_callable(self, module: Any, precision: Any) -> Callable[[Tensor], Tensor]:
         fn = self._resolve_embedding(module)
         # A partial whose arguments include the module: the core finds it (eval mode, hooks).
         return functools.partial(_embed, fn, precision, module)
+
+    def _knn_spec(self) -> str:
+        """The kNN embedding as text, recorded with the kNN set (``""`` for a callable)."""
+        spec = self.embedding if self.knn_embedding is None else self.knn_embedding
+        return spec if isinstance(spec, str) else ""
 
     def _prepare(self, trainer: Any, pl_module: Any, *, final: bool) -> None:
         probe = self._ensure_probe(trainer, pl_module, final=final)
@@ -884,6 +965,13 @@ class PairExplanationLogic:
         return None
 
     def _ensure_probe(self, trainer: Any, pl_module: Any, *, final: bool) -> ProbeSet | None:
+        """The probe pairs and, with ``knn_k`` set, their kNN set (``None``: data not there yet)."""
+        probe = self._ensure_pairs(trainer, pl_module, final=final)
+        if probe is None or self.knn_k is None:
+            return probe
+        return self._ensure_knn(trainer, pl_module, probe, final=final)
+
+    def _ensure_pairs(self, trainer: Any, pl_module: Any, *, final: bool) -> ProbeSet | None:
         if self._probe is not None and (self._user_probe or self._restored_probe is None):
             return self._probe
         if self._restored_probe is not None:
@@ -903,6 +991,9 @@ class PairExplanationLogic:
                     std=probe.std,
                     config_hash=self._config_hash,
                     extra=probe.extra,
+                    knn=None
+                    if probe.knn is None
+                    else dataclasses.replace(probe.knn, config_hash=self._knn_hash),
                 )
                 return self._probe
             try:
@@ -950,6 +1041,96 @@ class PairExplanationLogic:
                 f"`pairing`; valid: {list(PAIRINGS)}). " + " | ".join(errors)
             )
 
+    def _ensure_knn(
+        self, trainer: Any, pl_module: Any, probe: ProbeSet, *, final: bool
+    ) -> ProbeSet | None:
+        """Attach the kNN set to the probe set: the stored one if it was drawn with the current
+        settings (or came with a probe file), else a new draw from the training (bank) and
+        validation (queries) sets."""
+        knn = probe.knn
+        if knn is not None and (
+            knn.config_hash == self._knn_hash or self._user_probe or self._probe_path is not None
+        ):
+            record = dataclasses.replace(
+                knn,
+                k=int(self.knn_k or knn.k),
+                temperature=self.knn_temperature,
+                embedding=self._knn_spec(),
+                config_hash=self._knn_hash,
+            )
+            if record != knn:
+                self._probe = probe = dataclasses.replace(probe, knn=record)
+            return probe
+        train = self._dataset(trainer, pl_module, "train")
+        val = self._dataset(trainer, pl_module, "val")
+        if not final and (train is None or (val is None and not self._no_val(trainer))):
+            return None
+        if train is None:
+            raise ValueError(
+                f"`{_OWNER}`: `knn_k={self.knn_k}` asks for the online kNN probe, whose bank comes "
+                f"from the training set, but the run has no training dataset. Give the Trainer "
+                f"a datamodule or dataloaders, use a probe file that holds a kNN set, or set "
+                f"knn_k=None."
+            )
+        if knn is not None:
+            rank_zero_warn(
+                f"`{_OWNER}`: the stored kNN set was drawn with other settings (knn_samples, "
+                f"knn_queries, seed, probe_source or clean_transform changed); drawing a new one "
+                f"and restarting the score/accuracy history, so kNN accuracies before and after "
+                f"the resume are not comparable."
+            )
+        self._history.clear()
+        options: dict[str, Any] = {
+            "n_bank": self.knn_samples,
+            "n_queries": self.knn_queries,
+            "seed": self.seed,
+            "clean_transform": self._clean_fn,
+            "k": int(self.knn_k or 200),
+            "temperature": self.knn_temperature,
+            "embedding": self._knn_spec(),
+            "config_hash": self._knn_hash,
+        }
+        errors: list[str] = []
+        drawn: KNNSet | None = None
+        with torch.inference_mode(False):
+            for queries in [val, None] if val is not None else [None]:
+                try:
+                    drawn = draw_knn_set(train, queries, **options)
+                    break
+                except (TypeError, ValueError) as err:
+                    errors.append(
+                        f"{'bank train / queries val' if queries is not None else 'train'}: {err}"
+                    )
+        if drawn is None:
+            raise ValueError(
+                f"`{_OWNER}`: cannot draw the kNN set for `knn_k={self.knn_k}` (the online kNN "
+                f"probe needs labelled items (x, label, ...) in the training set). "
+                + " | ".join(errors)
+            )
+        if errors:
+            rank_zero_info(
+                f"`{_OWNER}`: the validation set does not fit the kNN probe ({errors[0]}); the "
+                f"kNN queries are a part of the training set, disjoint from the bank."
+            )
+        if drawn.nbytes > _KNN_WARN_BYTES:
+            rank_zero_warn(
+                f"`{_OWNER}`: the kNN set ({len(drawn.bank)} bank + {len(drawn.queries)} query "
+                f"images of shape {tuple(drawn.bank.shape[1:])}) takes "
+                f"{drawn.nbytes / 2**20:.0f} MB in every checkpoint; lower `knn_samples` / "
+                f"`knn_queries`."
+            )
+        self._probe = dataclasses.replace(probe, knn=drawn)
+        return self._probe
+
+    @staticmethod
+    def _history_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "step": int(entry.get("step", -1)),
+            "epoch": int(entry.get("epoch", -1)),
+            "knn_accuracy": float(entry.get("knn_accuracy", math.nan)),
+            "scores": {str(k): float(v) for k, v in dict(entry.get("scores") or {}).items()},
+        }
+
     def _stats(self, probe: ProbeSet) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
         if self.mean is not None and self.std is not None:
             return self.mean, self.std
@@ -959,6 +1140,8 @@ class PairExplanationLogic:
         """Fail fast: run the whole evaluation on one probe pair and build the sinks."""
         device = self._device(trainer, pl_module)
         one = probe.subset(1)
+        if one.knn is not None:  # a few kNN images check the kNN embedding, not the whole set
+            one = dataclasses.replace(one, knn=one.knn.subset(4, 2))
         evaluation = self._compute(
             pl_module,
             one,
@@ -1001,6 +1184,14 @@ class PairExplanationLogic:
             hint += "."
         elif failure.stage == "metrics":
             hint = f" Check `metrics={self.metrics!r}`, `n_steps` and `batch_size`."
+        elif failure.stage == "knn":
+            used = self.embedding if self.knn_embedding is None else self.knn_embedding
+            knn = probe.knn
+            shape = tuple(knn.bank.shape[1:]) if knn is not None else shape
+            hint = (
+                f" Check `knn_embedding={self.knn_embedding!r}` (used: {used!r}): it must map the "
+                f"kNN images of shape {shape} to a (B, D) tensor; or set knn_k=None."
+            )
         else:
             hint = (
                 f" Check `mean`/`std` (got mean={self.mean}, std={self.std}; one value per "
@@ -1092,6 +1283,20 @@ class PairExplanationLogic:
             except Exception as err:
                 failures.append(_Failure("embedding", "embedding", err))
                 return _Evaluation(None, [], failures)
+            knn_accuracy: float | None = None
+            if self.knn_k is not None and probe.knn is not None:
+                try:
+                    fn = self._resolve_knn_embedding(module)
+                    knn_accuracy = evaluate_knn(
+                        functools.partial(_embed, fn, precision, module),
+                        probe.knn,
+                        k=self.knn_k,
+                        temperature=self.knn_temperature,
+                        device=device,
+                        batch_size=self.batch_size,
+                    )
+                except Exception as err:
+                    failures.append(_Failure("knn", "knn", err))
             mean, std = self._stats(probe)
             for spec in self._specs:
                 outcome = _Outcome(spec)
@@ -1138,7 +1343,7 @@ class PairExplanationLogic:
                         outcome.curves_figure = curves_figure(outcome.curves, title=title)
                 except Exception as err:
                     failures.append(_Failure("render", spec.label, err))
-        return _Evaluation(sim, outcomes, failures)
+        return _Evaluation(sim, outcomes, failures, knn_accuracy)
 
     @staticmethod
     def _caption(
@@ -1197,6 +1402,8 @@ class PairExplanationLogic:
         self._last_step = step
         scalars: dict[str, float] = dict(payload["scalars"])
         scalars["explain/errors"] = float(self._errors)
+        # Every rank updates the history from the broadcast scalars (same state everywhere).
+        scalars.update(self._update_history(scalars, step=step, epoch=epoch))
         for key, value in scalars.items():
             trainer.callback_metrics[key] = torch.tensor(value)
         for message in errors:
@@ -1254,6 +1461,8 @@ class PairExplanationLogic:
                         sink.log_table(f"explain/{label}/scores", columns, rows, step)
                 if o.curves_figure is not None:
                     release_figure(o.curves_figure)
+            if self._correlations and sinks:
+                self._log_correlations(sinks, step)
             for sink in sinks:
                 sink.flush()
         except Exception as err:
@@ -1264,6 +1473,93 @@ class PairExplanationLogic:
                 f"`{_OWNER}`: logging the explanations at step {step} failed: "
                 f"{type(err).__name__}: {err}. The run goes on; counted in `explain/errors`."
             )
+
+    # ----------------------------------------------------------------------------------------------
+    # Explanation scores vs downstream accuracy
+
+    def _update_history(
+        self, scalars: Mapping[str, float], *, step: int, epoch: int
+    ) -> dict[str, float]:
+        """Record this evaluation's scores and kNN accuracy; with >= 3 recorded evaluations,
+        return the ``explain/corr/<label>/<metric>/{spearman,pearson}`` scalars."""
+        self._correlations = []
+        if _KNN_KEY not in scalars:
+            return {}
+        scores: dict[str, float] = {}
+        for key, value in scalars.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "explain" and parts[1] in self.methods:
+                scores[f"{parts[1]}/{parts[2]}"] = float(value)
+        self._history.append(
+            {
+                "step": step,
+                "epoch": epoch,
+                "knn_accuracy": float(scalars[_KNN_KEY]),
+                "scores": scores,
+            }
+        )
+        if len(self._history) < 3:
+            return {}
+        points = self.history_points()
+        self._correlations = correlation_table(points, methods=self.methods)
+        out: dict[str, float] = {}
+        for c in self._correlations:
+            out[f"explain/corr/{c.method}/{c.metric}/spearman"] = c.spearman
+            out[f"explain/corr/{c.method}/{c.metric}/pearson"] = c.pearson
+        return out
+
+    def history_points(self) -> list[DownstreamPoint]:
+        """The recorded evaluations as :class:`~lightning_explain.downstream.DownstreamPoint`
+        (mean scores per method and metric, kNN accuracy, label ``"e<epoch>"``), oldest first."""
+        points: list[DownstreamPoint] = []
+        for entry in self._history:
+            nested: dict[str, dict[str, float]] = {}
+            for key, value in entry["scores"].items():
+                label, _, metric = key.partition("/")
+                nested.setdefault(label, {})[metric] = float(value)
+            points.append(
+                DownstreamPoint(nested, float(entry["knn_accuracy"]), f"e{entry['epoch']}")
+            )
+        return points
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One entry per evaluation with a kNN accuracy: ``{"step", "epoch", "knn_accuracy",
+        "scores": {"<label>/<metric>": mean score}}`` (a copy; kept in the checkpoint state)."""
+        return [dict(e, scores=dict(e["scores"])) for e in self._history]
+
+    def _log_correlations(self, sinks: list[Any], step: int) -> None:
+        """Rank 0: the correlation table and the score-vs-accuracy scatter figure."""
+        from lightning_explain.downstream import correlation_figure
+        from lightning_explain.sinks.base import release_figure
+
+        columns = ["method", "metric", "direction", "n", "spearman", "pearson"]
+        rows: list[list[object]] = [
+            [
+                c.method,
+                c.metric,
+                {True: "higher is better", False: "lower is better"}.get(
+                    c.higher_is_better,  # type: ignore[arg-type]
+                    "",
+                ),
+                c.n,
+                c.spearman,
+                c.pearson,
+            ]
+            for c in self._correlations
+        ]
+        figure = correlation_figure(
+            self.history_points(),
+            self._correlations,
+            methods=self.methods,
+            title=f"explanation scores vs kNN accuracy over {len(self._history)} evaluations",
+        )
+        try:
+            for sink in sinks:
+                sink.log_table("explain/corr/table", columns, rows, step)
+                sink.log_figure("explain/corr/scatter", figure, step)
+        finally:
+            release_figure(figure)
 
     @staticmethod
     def _table(
@@ -1325,6 +1621,14 @@ _DOC = """Explain a fixed probe set of image pairs during training, score and lo
     ``explain/<label>/curves``              figure      insertion/deletion curves (mean and band)
     ``explain/<label>/scores``              table       per-pair scores (W&B tables; CSV files for the
                                                         file sink)
+    ``explain/knn_accuracy``                scalar      with ``knn_k``: top-1 accuracy of the weighted
+                                                        cosine kNN probe (also in callback_metrics)
+    ``explain/corr/<label>/<metric>/...``   scalar      with ``knn_k``, from the 3rd evaluation on:
+                                                        ``spearman`` and ``pearson`` correlation of the
+                                                        score with the kNN accuracy over the
+                                                        evaluations so far (NaN when undefined)
+    ``explain/corr/table``                  table       the correlations of every method x metric
+    ``explain/corr/scatter``                figure      kNN accuracy against each score, per method
     ======================================= =========== =============================================
 
     Images, figures and tables go through :mod:`lightning_explain.sinks`: W&B media and tables,
@@ -1404,6 +1708,24 @@ _DOC = """Explain a fixed probe set of image pairs during training, score and lo
             gradients on) or ``"validation_epoch_end"`` (also runs in ``trainer.validate``).
             Default ``"train_epoch_end"``. Sanity checks and ``fast_dev_run`` are skipped (the dry
             run still checks the configuration).
+        knn_k: neighbours of the online kNN probe, or ``None`` to switch it off. When set, every
+            evaluation also classifies ``knn_queries`` labelled validation images against a bank of
+            ``knn_samples`` labelled training images with the weighted cosine kNN of
+            ``lightly.utils.benchmarking.knn_predict`` (k capped at the bank size), logs the
+            accuracy as ``explain/knn_accuracy`` and, from the third evaluation on, the Spearman
+            and Pearson correlation of every score with it (see
+            :mod:`lightning_explain.downstream`). Items must be ``(x, label, ...)``; for two-view
+            items ``([v1, v2], label)`` the first view, drawn under ``seed``, is embedded (or
+            ``clean_transform(raw)`` when ``clean_transform`` is given). The images are drawn once
+            and stored with the probe set. Cost: ``knn_samples + knn_queries`` forwards per
+            evaluation, in inference mode. Default ``None`` (off).
+        knn_temperature: temperature of the kNN vote weights ``exp(sim / t)``. Default 0.1.
+        knn_samples: bank size cap (training images). Default 512.
+        knn_queries: query count cap (validation images; without a labelled validation set, a
+            part of the training set disjoint from the bank). Default 256.
+        knn_embedding: the embedding of the kNN probe, in the forms of ``embedding`` (e.g.
+            ``"backbone"``: kNN on backbone features while the projection is explained). Default
+            ``None``: ``embedding``.
 
     Raises:
         ValueError: at construction, for an unknown method, metric, pairing, hook or on_error

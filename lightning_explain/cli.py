@@ -1,9 +1,10 @@
-"""The ``lightning-explain`` command line: compare checkpoints, export probe sets, list methods.
+"""The ``lightning-explain`` command line: compare checkpoints, tabulate one, export probe sets.
 
 Commands::
 
     lightning-explain compare CKPT [CKPT ...] --out DIR [--probe PROBE] [--methods ...]
                                               [--metrics ...] [--model-class pkg.mod:Class] ...
+    lightning-explain report CKPT [--probe PROBE] [--out DIR] [same options as compare]
     lightning-explain probe export CKPT --out PROBE
     lightning-explain methods [--json]
     lightning-explain metrics [--json]
@@ -12,7 +13,11 @@ Commands::
 explanation with the faithfulness metrics of Sammani et al. (IEEE TIP, arXiv 2206.09753), and
 writes a self-contained HTML dashboard (see :mod:`lightning_explain.dashboard`) plus
 ``metrics.csv`` and ``metrics.json`` to ``--out``; ``--wandb`` / ``--tensorboard DIR`` also log the
-comparison to those trackers.
+comparison to those trackers. When the probe set holds a kNN set (``PairExplanationCallback(knn_k=
+...)``), each checkpoint's kNN accuracy is computed too, and the correlation of every score with it
+across the checkpoints goes to the dashboard, ``correlations.csv`` and the trackers (see
+:mod:`lightning_explain.downstream`). ``report`` runs the same machinery on one checkpoint and
+writes the paper-style method x metric table (see :mod:`lightning_explain.report`).
 
 Errors a user can fix (a missing or corrupt checkpoint, a probe set of another image size, a class
 path that does not import, a layer the model lacks, an unknown method) end the command with exit
@@ -43,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_explain.dashboard import DashboardData
+from lightning_explain.downstream import KNNSet
 from lightning_explain.probe import ProbeSet
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -68,6 +74,16 @@ def _comma_list(values: Sequence[str]) -> list[str]:
     return out
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -76,6 +92,112 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _add_explain_options(cmd: argparse.ArgumentParser) -> None:
+    """Options shared by ``compare`` and ``report``: what is explained, how, and the kNN probe."""
+    cmd.add_argument(
+        "--probe",
+        metavar="PROBE",
+        help="probe file (from `probe export`, PairExplanationCallback.save_probe or "
+        "ProbeSet.save; a checkpoint also works); default: the probe set stored in the first "
+        "checkpoint",
+    )
+    cmd.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        help=f"explanation methods (space- or comma-separated); default: {' '.join(DEFAULT_METHODS)}",
+    )
+    cmd.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="metric keys (space- or comma-separated), or 'none'; default: the default set of "
+        "lightning_explain.metrics.evaluate",
+    )
+    cmd.add_argument(
+        "--model-class",
+        metavar="PKG.MOD:CLASS",
+        help="the LightningModule class of the checkpoints; default: the class path recorded in "
+        "the checkpoint (required when none is recorded)",
+    )
+    cmd.add_argument(
+        "--embedding",
+        metavar="SPEC",
+        help="what is explained, as the callback's `embedding`: 'forward' (default), an "
+        "attribute path such as 'backbone' (module.backbone(x).flatten(1)), or 'pkg.mod:fn' "
+        "with fn(module, x) -> (N, D)",
+    )
+    cmd.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="layer of the class-activation methods (gradcam, interaction_cam): a dotted "
+        "submodule name of the LightningModule such as 'backbone.layer4'; default: 'auto'",
+    )
+    cmd.add_argument(
+        "--similarity",
+        default="cosine",
+        choices=("cosine", "dot", "neg_l2"),
+        help="similarity of the two embeddings (default: cosine, the paper's)",
+    )
+    cmd.add_argument(
+        "--n-steps",
+        type=_positive_int,
+        default=224,
+        metavar="N",
+        help="insertion/deletion steps (default: 224)",
+    )
+    cmd.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="images per forward pass in methods and metrics (default: chosen by each)",
+    )
+    cmd.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)",
+    )
+    cmd.add_argument(
+        "--pairs", type=_positive_int, metavar="N", help="use only the first N probe pairs"
+    )
+    cmd.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method option (a Python literal, else a string) passed to every selected method "
+        "that accepts it, e.g. --option n_masks=500; repeatable",
+    )
+    cmd.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow torch.load(weights_only=False) for files that the safe load refuses (this can "
+        "run code stored in the file: only for files you trust)",
+    )
+    cmd.add_argument(
+        "--knn-k",
+        type=_positive_int,
+        metavar="K",
+        help="neighbours of the kNN accuracy, computed when the probe set holds a kNN set "
+        "(PairExplanationCallback(knn_k=...)); default: the k recorded with it",
+    )
+    cmd.add_argument(
+        "--knn-temperature",
+        type=_positive_float,
+        metavar="T",
+        help="temperature of the kNN vote; default: the one recorded with the kNN set",
+    )
+    cmd.add_argument(
+        "--knn-embedding",
+        metavar="SPEC",
+        help="embedding of the kNN probe, in the forms of --embedding; default: the one "
+        "recorded with the kNN set, else --embedding",
+    )
+    cmd.add_argument(
+        "--no-knn", action="store_true", help="skip the kNN accuracy even if a kNN set is stored"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,80 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("checkpoints", nargs="+", metavar="CKPT", help="Lightning checkpoint files")
     cmp.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    cmp.add_argument(
-        "--probe",
-        metavar="PROBE",
-        help="probe file (from `probe export`, PairExplanationCallback.save_probe or "
-        "ProbeSet.save; a checkpoint also works); default: the probe set stored in the first "
-        "checkpoint",
-    )
-    cmp.add_argument(
-        "--methods",
-        nargs="+",
-        metavar="METHOD",
-        help=f"explanation methods (space- or comma-separated); default: {' '.join(DEFAULT_METHODS)}",
-    )
-    cmp.add_argument(
-        "--metrics",
-        nargs="+",
-        metavar="METRIC",
-        help="metric keys (space- or comma-separated), or 'none'; default: the default set of "
-        "lightning_explain.metrics.evaluate",
-    )
-    cmp.add_argument(
-        "--model-class",
-        metavar="PKG.MOD:CLASS",
-        help="the LightningModule class of the checkpoints; default: the class path recorded in "
-        "the checkpoint (required when none is recorded)",
-    )
-    cmp.add_argument(
-        "--embedding",
-        metavar="SPEC",
-        help="what is explained, as the callback's `embedding`: 'forward' (default), an "
-        "attribute path such as 'backbone' (module.backbone(x).flatten(1)), or 'pkg.mod:fn' "
-        "with fn(module, x) -> (N, D)",
-    )
-    cmp.add_argument(
-        "--layer",
-        metavar="NAME",
-        help="layer of the class-activation methods (gradcam, interaction_cam): a dotted "
-        "submodule name of the LightningModule such as 'backbone.layer4'; default: 'auto'",
-    )
-    cmp.add_argument(
-        "--similarity",
-        default="cosine",
-        choices=("cosine", "dot", "neg_l2"),
-        help="similarity of the two embeddings (default: cosine, the paper's)",
-    )
-    cmp.add_argument(
-        "--n-steps",
-        type=_positive_int,
-        default=224,
-        metavar="N",
-        help="insertion/deletion steps (default: 224)",
-    )
-    cmp.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        metavar="N",
-        help="images per forward pass in methods and metrics (default: chosen by each)",
-    )
-    cmp.add_argument(
-        "--device",
-        metavar="DEVICE",
-        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)",
-    )
-    cmp.add_argument(
-        "--pairs", type=_positive_int, metavar="N", help="use only the first N probe pairs"
-    )
-    cmp.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a method option (a Python literal, else a string) passed to every selected method "
-        "that accepts it, e.g. --option n_masks=500; repeatable",
-    )
+    _add_explain_options(cmp)
     cmp.add_argument(
         "--mean",
         type=float,
@@ -196,12 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--title", default="lightning-explain comparison", help="dashboard title")
     cmp.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="allow torch.load(weights_only=False) for files that the safe load refuses (this can "
-        "run code stored in the file: only for files you trust)",
-    )
-    cmp.add_argument(
         "--wandb",
         nargs="?",
         const="lightning-explain",
@@ -212,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--tensorboard", metavar="DIR", help="also log to TensorBoard event files under DIR"
     )
+
+    rep = sub.add_parser(
+        "report",
+        parents=[debug],
+        help="a paper-style method x metric table of one checkpoint (Markdown, CSV, HTML)",
+        description="Explain the probe pairs with one checkpoint, score every method with every "
+        "metric, and write the table (rows: methods; columns: metrics with their direction, the "
+        "best value of each column marked) as DIR/report.md, DIR/report.csv and DIR/report.html "
+        "(self-contained). The Markdown table is also printed.",
+    )
+    rep.add_argument("checkpoints", nargs=1, metavar="CKPT", help="Lightning checkpoint file")
+    rep.add_argument(
+        "--out", default="report", metavar="DIR", help="output folder (created); default: report"
+    )
+    _add_explain_options(rep)
+    rep.add_argument("--title", help="table title; default: 'lightning-explain report: CKPT name'")
 
     probe = sub.add_parser("probe", parents=[debug], help="probe-set utilities")
     probe_sub = probe.add_subparsers(dest="probe_command", metavar="ACTION")
@@ -397,31 +456,30 @@ def _device(spec: str | None) -> torch.device:
     return device
 
 
-def _import_function(path: str) -> Callable[..., Any]:
+def _import_function(path: str, flag: str = "--embedding") -> Callable[..., Any]:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
-        raise CLIError(f"--embedding {path!r} is malformed: expected 'package.module:function'.")
+        raise CLIError(f"{flag} {path!r} is malformed: expected 'package.module:function'.")
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         raise CLIError(
-            f"--embedding {path!r}: cannot import module {module_name!r} ({err}). Check the "
+            f"{flag} {path!r}: cannot import module {module_name!r} ({err}). Check the "
             f"spelling and that the module is importable from the current directory."
         ) from err
     except Exception as err:
         raise CLIError(
-            f"--embedding {path!r}: importing module {module_name!r} raised "
-            f"{type(err).__name__}: {err}"
+            f"{flag} {path!r}: importing module {module_name!r} raised {type(err).__name__}: {err}"
         ) from err
     for name in attr.split("."):
         if not hasattr(obj, name):
             raise CLIError(
-                f"--embedding {path!r}: module {module_name!r} imported, but it has no attribute "
+                f"{flag} {path!r}: module {module_name!r} imported, but it has no attribute "
                 f"{name!r}."
             )
         obj = getattr(obj, name)
     if not callable(obj):
-        raise CLIError(f"--embedding {path!r} names a {type(obj).__name__}, not a function.")
+        raise CLIError(f"{flag} {path!r} names a {type(obj).__name__}, not a function.")
     fn: Callable[..., Any] = obj
     return fn
 
@@ -451,7 +509,9 @@ def _has_attribute_path(module: object, path: str) -> bool:
     return callable(target)
 
 
-def _embedding(module: nn.Module, spec: str | None) -> Callable[[Tensor], Tensor]:
+def _embedding(
+    module: nn.Module, spec: str | None, flag: str = "--embedding"
+) -> Callable[[Tensor], Tensor]:
     """The callable explained, with the callback's meaning of ``embedding``.
 
     ``None``/``"forward"``: ``module(x)``; an attribute path such as ``"backbone"``:
@@ -463,13 +523,13 @@ def _embedding(module: nn.Module, spec: str | None) -> Callable[[Tensor], Tensor
     if spec is None or spec == "forward":
         fn = _forward_embedding
     elif ":" in spec:
-        fn = _import_function(spec)
+        fn = _import_function(spec, flag)
     elif _has_attribute_path(module, spec):
         fn = functools.partial(_attribute_embedding, spec)
     else:
         children = ", ".join(n for n, _ in module.named_children()) or "none"
         raise CLIError(
-            f"--embedding {spec!r} is not an attribute path of {type(module).__name__} (its "
+            f"{flag} {spec!r} is not an attribute path of {type(module).__name__} (its "
             f"submodules: {children}). Pass 'forward', an attribute path such as 'backbone' "
             f"(meaning module.backbone(x).flatten(1)), or a function 'pkg.mod:fn' taking "
             f"(module, x) and returning (N, D) embeddings."
@@ -621,6 +681,57 @@ class _Result:
     grids: dict[str, Tensor] = field(default_factory=dict)
     curve_tensors: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     sim: list[float] = field(default_factory=list)
+    knn_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class _KNNPlan:
+    """How the kNN accuracy is computed: the probe's kNN set with these settings."""
+
+    knn: KNNSet
+    k: int
+    temperature: float
+    embedding: str | None
+
+    def describe(self) -> str:
+        knn = self.knn
+        return (
+            f"weighted cosine kNN, k={self.k} (capped at the bank size), t={self.temperature:g}; "
+            f"{len(knn.bank)} bank images from the {knn.bank_source} set, {len(knn.queries)} "
+            f"queries from the {knn.query_source} set, {knn.num_classes} classes; embedding "
+            f"{self.embedding or 'forward'}"
+        )
+
+
+def _knn_plan(args: argparse.Namespace, probe: ProbeSet) -> _KNNPlan | None:
+    """The kNN settings: the options given, else those recorded with the probe's kNN set."""
+    if args.no_knn:
+        return None
+    if probe.knn is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--knn-k", args.knn_k),
+                ("--knn-temperature", args.knn_temperature),
+                ("--knn-embedding", args.knn_embedding),
+            )
+            if value is not None
+        ]
+        if given:
+            raise CLIError(
+                f"{', '.join(given)}: the probe set holds no kNN set (labelled bank and query "
+                f"images). Train with PairExplanationCallback(knn_k=...), whose probe set stores "
+                f"one in every checkpoint, or drop these options."
+            )
+        return None
+    knn = probe.knn
+    embedding = args.knn_embedding or knn.embedding or args.embedding
+    return _KNNPlan(
+        knn=knn,
+        k=int(args.knn_k or knn.k),
+        temperature=float(args.knn_temperature or knn.temperature),
+        embedding=embedding or None,
+    )
 
 
 def _display(
@@ -685,8 +796,11 @@ def _explain_checkpoint(
     metric_keys: list[str],
     device: torch.device,
     grids: bool,
+    knn: _KNNPlan | None = None,
+    overlays: bool = True,
 ) -> _Result:
-    """Build one checkpoint's module and explain and score the probe pairs with every method."""
+    """Build one checkpoint's module and explain and score the probe pairs with every method;
+    with a kNN plan, also compute the checkpoint's kNN accuracy."""
     from lightning_explain import explain
     from lightning_explain.checkpoints import build_module
     from lightning_explain.dashboard import image_png
@@ -699,9 +813,12 @@ def _explain_checkpoint(
     x1, x2 = probe.x1.to(device), probe.x2.to(device)
     _dry_forward(embed, x1, name=str(path), recorded=recorded, embedding=args.embedding)
     _check_layer(embed, plans, x1, str(path))
-    show1, mean, std = _display(x1, args.mean or probe.mean, args.std or probe.std)
-    show2, _, _ = _display(x2, args.mean or probe.mean, args.std or probe.std)
     result = _Result()
+    if knn is not None:
+        result.knn_accuracy = _knn_accuracy(module, knn, path=path, device=device, args=args)
+    user_mean, user_std = getattr(args, "mean", None), getattr(args, "std", None)
+    show1, mean, std = _display(x1, user_mean or probe.mean, user_std or probe.std)
+    show2, _, _ = _display(x2, user_mean or probe.mean, user_std or probe.std)
     for plan in plans:
         _log(f"    {plan.name}")
         try:
@@ -733,12 +850,44 @@ def _explain_checkpoint(
         result.curves[plan.name] = {
             k: [float(v) for v in t.mean(0)] for k, t in result.curve_tensors[plan.name].items()
         }
-        o1 = overlay(show1, expl.h1, mean=mean, std=std).cpu()
-        o2 = overlay(show2, expl.h2, mean=mean, std=std).cpu()
-        result.overlays[plan.name] = [(image_png(a), image_png(b)) for a, b in zip(o1, o2)]
+        if overlays:
+            o1 = overlay(show1, expl.h1, mean=mean, std=std).cpu()
+            o2 = overlay(show2, expl.h2, mean=mean, std=std).cpu()
+            result.overlays[plan.name] = [(image_png(a), image_png(b)) for a, b in zip(o1, o2)]
         if grids:
             result.grids[plan.name] = pair_grid(show1, show2, expl.h1, expl.h2, mean=mean, std=std)
     return result
+
+
+def _knn_accuracy(
+    module: nn.Module,
+    plan: _KNNPlan,
+    *,
+    path: Path,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> float:
+    """The checkpoint's kNN accuracy on the probe's kNN set (eval mode, inference mode)."""
+    from lightning_explain.downstream import evaluate_knn
+
+    fn = _embedding(module, plan.embedding, "--knn-embedding")
+    try:
+        return evaluate_knn(
+            fn,
+            plan.knn,
+            k=plan.k,
+            temperature=plan.temperature,
+            device=device,
+            batch_size=args.batch_size,
+        )
+    except (ValueError, RuntimeError) as err:
+        line = (str(err).strip().splitlines() or [""])[0]
+        raise CLIError(
+            f"Checkpoint {path}: the kNN accuracy failed with the kNN embedding "
+            f"{plan.embedding or 'forward'!r} on the stored kNN images of shape "
+            f"{_fmt_shape(plan.knn.bank.shape[1:])}: {type(err).__name__}: {line}. Pass "
+            f"--knn-embedding (e.g. 'backbone'), or --no-knn to skip the kNN accuracy."
+        ) from err
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -782,12 +931,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     metas = []
     results: list[_Result] = []
     probe: ProbeSet | None = None
+    knn_plan: _KNNPlan | None = None
     origin = ""
     for index, path in enumerate(paths):
         _log(f"[{index + 1}/{len(paths)}] {path}")
         ckpt = load_checkpoint(path, trust=args.trust_checkpoint)
         if probe is None:
             probe, origin = _resolve_probe(args, ckpt)
+            knn_plan = _knn_plan(args, probe)
         meta = checkpoint_meta(path, ckpt)
         metas.append(meta)
         results.append(
@@ -801,6 +952,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 metric_keys=metric_keys,
                 device=device,
                 grids=trackers,
+                knn=knn_plan,
             )
         )
         del ckpt
@@ -832,7 +984,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         curves={(i, m): r.curves[m] for i, r in enumerate(results) for m in methods},
         one_run=one_run,
         title=args.title,
-        info=_settings(args, origin, probe, device, plans),
+        info=_settings(args, origin, probe, device, plans, knn_plan),
+        knn_accuracy={
+            i: r.knn_accuracy for i, r in enumerate(results) if r.knn_accuracy is not None
+        },
+        knn_info="" if knn_plan is None else "kNN accuracy: " + knn_plan.describe(),
     )
     out = Path(args.out)
     html_path = write_dashboard(data, out / "index.html")
@@ -841,6 +997,80 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         _log_trackers(args, data, results)
     print(f"wrote {html_path}")
     print(_summary(data))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """One checkpoint's method x metric table, through the machinery of ``compare``."""
+    from lightning_explain.checkpoints import checkpoint_meta, load_checkpoint, resolve_class
+    from lightning_explain.dashboard import MetricColumn
+    from lightning_explain.metrics import metric_info
+    from lightning_explain.report import ReportTable, to_markdown, write_report
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    device = _device(args.device)
+    methods = list(dict.fromkeys(_comma_list(args.methods or DEFAULT_METHODS)))
+    metric_keys = _metric_keys(args.metrics)
+    if not metric_keys:
+        raise CLIError("--metrics none leaves the report without columns; name some metrics.")
+    plans = _plan_methods(
+        methods,
+        layer=args.layer,
+        similarity=args.similarity,
+        batch_size=args.batch_size,
+        options=_parse_options(args.option),
+    )
+    if args.model_class is not None:
+        resolve_class(args.model_class)
+    path = Path(args.checkpoints[0])
+    ckpt = load_checkpoint(path, trust=args.trust_checkpoint)
+    probe, origin = _resolve_probe(args, ckpt)
+    knn_plan = _knn_plan(args, probe)
+    meta = checkpoint_meta(path, ckpt)
+    _log(f"[1/1] {path}")
+    result = _explain_checkpoint(
+        args,
+        path=path,
+        ckpt=ckpt,
+        recorded=meta.probe_shape,
+        probe=probe,
+        plans=plans,
+        metric_keys=metric_keys,
+        device=device,
+        grids=False,
+        knn=knn_plan,
+        overlays=False,
+    )
+    c, h, w = (int(s) for s in probe.x1.shape[1:])
+    when = ", ".join(
+        part
+        for part in (
+            None if meta.epoch is None else f"epoch {meta.epoch}",
+            None if meta.global_step is None else f"global step {meta.global_step}",
+        )
+        if part
+    )
+    notes = [
+        f"checkpoint: {path}" + (f" ({when})" if when else ""),
+        f"probe: {origin}: {len(probe)} pairs of {c}x{h}x{w} images, pairing "
+        f"{probe.pairing!r}, seed {probe.seed}",
+        f"similarity {args.similarity}, n_steps {args.n_steps}, embedding "
+        f"{args.embedding or 'forward'}",
+    ]
+    if knn_plan is not None and result.knn_accuracy is not None:
+        notes.append(f"kNN accuracy {result.knn_accuracy:.4f} ({knn_plan.describe()})")
+    table = ReportTable(
+        methods=methods,
+        metrics=[MetricColumn(k, metric_info(k).higher_is_better) for k in metric_keys],
+        scores={m: {k: _mean(v) for k, v in result.scores[m].items()} for m in methods},
+        title=args.title or f"lightning-explain report: {path.name}",
+        notes=notes,
+    )
+    paths = write_report(table, Path(args.out))
+    print(to_markdown(table))
+    for written in paths.values():
+        print(f"wrote {written}")
     return 0
 
 
@@ -855,6 +1085,7 @@ def _settings(
     probe: ProbeSet,
     device: torch.device,
     plans: list[_MethodPlan],
+    knn: _KNNPlan | None = None,
 ) -> list[tuple[str, str]]:
     c, h, w = (int(s) for s in probe.x1.shape[1:])
     info = [
@@ -873,21 +1104,36 @@ def _settings(
     for plan in plans:
         opts = ", ".join(f"{k}={v!r}" for k, v in plan.options.items()) or "defaults"
         info.append((f"method {plan.name}", opts))
+    info.append(("kNN accuracy", "not computed" if knn is None else knn.describe()))
     return info
 
 
 def _write_tables(out: Path, data: DashboardData, results: list[_Result], origin: str) -> None:
     """``metrics.csv`` (mean scores) and ``metrics.json`` (also per-pair scores, similarities)."""
     keys = [c.key for c in data.metrics]
+    knn = bool(data.knn_accuracy)
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["checkpoint", "path", "epoch", "global_step", "method", *keys])
+        writer.writerow(
+            ["checkpoint", "path", "epoch", "global_step", "method", *keys]
+            + (["knn_accuracy"] if knn else [])
+        )
         for i, m in data.rows():
             info = data.checkpoints[i]
             writer.writerow(
                 [info.name, info.path, info.epoch, info.global_step, m]
                 + [data.score(i, m, k) for k in keys]
+                + ([data.knn(i)] if knn else [])
             )
+    correlations = data.correlations()
+    if knn:
+        with open(out / "correlations.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["method", "metric", "higher_is_better", "n", "spearman", "pearson"])
+            for c in correlations:
+                writer.writerow(
+                    [c.method, c.metric, c.higher_is_better, c.n, c.spearman, c.pearson]
+                )
     payload = {
         "probe": origin,
         "one_run": data.one_run,
@@ -902,22 +1148,48 @@ def _write_tables(out: Path, data: DashboardData, results: list[_Result], origin
                 "similarity": result.sim,
                 "scores": {m: {k: data.score(i, m, k) for k in keys} for m in data.methods},
                 "per_pair": result.scores,
+                "knn_accuracy": result.knn_accuracy,
             }
             for i, (info, result) in enumerate(zip(data.checkpoints, results))
+        ],
+        "knn": data.knn_info or None,
+        "correlations": [
+            {
+                "method": c.method,
+                "metric": c.metric,
+                "higher_is_better": c.higher_is_better,
+                "n": c.n,
+                "spearman": None if math.isnan(c.spearman) else c.spearman,
+                "pearson": None if math.isnan(c.pearson) else c.pearson,
+            }
+            for c in correlations
         ],
     }
     (out / "metrics.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
 def _summary(data: DashboardData) -> str:
+    knn = bool(data.knn_accuracy)
     rows = [
-        [m, data.checkpoints[i].name] + [f"{data.score(i, m, c.key):.4f}" for c in data.metrics]
+        [m, data.checkpoints[i].name]
+        + [f"{data.score(i, m, c.key):.4f}" for c in data.metrics]
+        + ([f"{data.knn(i):.4f}"] if knn else [])
         for i, m in data.rows()
     ]
-    header = ["method", "checkpoint"] + [
-        c.key + (" ↑" if c.higher_is_better else " ↓") for c in data.metrics
-    ]
-    return _table(rows, header)
+    header = (
+        ["method", "checkpoint"]
+        + [c.key + (" ↑" if c.higher_is_better else " ↓") for c in data.metrics]
+        + (["knn_accuracy ↑"] if knn else [])
+    )
+    text = _table(rows, header)
+    if knn:
+        corr = [
+            [c.method, c.metric, str(c.n), f"{c.spearman:+.3f}", f"{c.pearson:+.3f}"]
+            for c in data.correlations()
+        ]
+        text += "\n\nCorrelation with the kNN accuracy across checkpoints (nan: undefined):\n"
+        text += _table(corr, ["method", "metric", "n", "spearman", "pearson"])
+    return text
 
 
 def _wandb_mode() -> str:
@@ -946,6 +1218,9 @@ def _log_trackers(args: argparse.Namespace, data: DashboardData, results: list[_
     position): the mean scores as scalars ``compare/<method>/<metric>``, the pair grid as image
     ``compare/<method>/pairs`` (captioned with the checkpoint name) and the insertion/deletion
     curves as figure ``compare/<method>/curves``; finally the metric table ``compare/metrics``.
+    With kNN accuracies: ``compare/knn_accuracy`` per checkpoint and, at the last step, the
+    finite correlations ``compare/corr/<method>/<metric>/{spearman,pearson}``, the table
+    ``compare/correlations`` and the scatter figure ``compare/corr/scatter``.
     """
     from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
@@ -989,6 +1264,8 @@ def _log_trackers(args: argparse.Namespace, data: DashboardData, results: list[_
         }
         if infos[i].epoch is not None:
             scalars["compare/epoch"] = float(infos[i].epoch or 0)
+        if math.isfinite(data.knn(i)):
+            scalars["compare/knn_accuracy"] = data.knn(i)
         for logger in loggers:
             logger.log_metrics(scalars, step=step)
         for m in data.methods:
@@ -1007,6 +1284,33 @@ def _log_trackers(args: argparse.Namespace, data: DashboardData, results: list[_
         for i in order
         for m in data.methods
     ]
+    correlations = data.correlations()
+    if correlations:
+        from lightning_explain.downstream import correlation_figure
+
+        corr = {
+            f"compare/corr/{c.method}/{c.metric}/{name}": value
+            for c in correlations
+            for name, value in (("spearman", c.spearman), ("pearson", c.pearson))
+            if math.isfinite(value)
+        }
+        if corr:
+            for logger in loggers:
+                logger.log_metrics(corr, step=step)
+        corr_rows: list[list[object]] = [
+            [c.method, c.metric, c.n, c.spearman, c.pearson] for c in correlations
+        ]
+        figure = correlation_figure(
+            data.downstream_points(), correlations, methods=list(data.methods)
+        )
+        for sink in sinks:
+            sink.log_table(
+                "compare/correlations",
+                ["method", "metric", "n", "spearman", "pearson"],
+                corr_rows,
+                step,
+            )
+            sink.log_figure("compare/corr/scatter", figure, step)
     for sink in sinks:
         sink.log_table("compare/metrics", columns, rows, step)
         sink.flush()
@@ -1043,6 +1347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "compare": _cmd_compare,
+        "report": _cmd_report,
         "methods": _cmd_methods,
         "metrics": _cmd_metrics,
         "probe": _cmd_probe_export,

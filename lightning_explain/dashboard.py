@@ -10,14 +10,18 @@ an inline ``data:image/png;base64`` URI, and no font, script or style is fetched
 comes from the user (checkpoint names and paths, run information, the title) is HTML-escaped with
 :func:`html.escape`.
 
-The page has five tabs:
+The page has up to six tabs:
 
 * **Metrics**: one row per (method, checkpoint), one column per metric with its direction (``↑``
-  higher is better, ``↓`` lower is better); the best value of each column is marked ``★``.
+  higher is better, ``↓`` lower is better); the best value of each column is marked ``★``. With
+  kNN accuracies, a ``knn_accuracy ↑`` column gives each row's checkpoint accuracy.
 * **Heatmaps**: for every probe pair, the two images and a grid of checkpoints x methods, each cell
   holding the overlays of ``h1`` and ``h2``; the row header gives the pair's similarity.
 * **Curves**: per checkpoint, the insertion/deletion curves (mean over pairs) of every method.
 * **Over training**: metric-vs-epoch plots, present when the checkpoints come from one run.
+* **Downstream**: present with kNN accuracies: the accuracy per checkpoint, the Spearman and
+  Pearson correlation of every method x metric score with it across the checkpoints (see
+  :mod:`lightning_explain.downstream`), and a scatter plot of accuracy against each score.
 * **Run**: the checkpoints (path, epoch, global step) and how the comparison was computed.
 
 Method and checkpoint check boxes hide rows, columns and figures of the unchecked ones.
@@ -38,6 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from lightning_explain.downstream import Correlation, DownstreamPoint, correlation_table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -128,6 +134,11 @@ class DashboardData:
         title: page title. Default ``"lightning-explain comparison"``.
         info: ``(label, value)`` lines shown in the Run tab (probe file, device, options, ...).
             Default: none.
+        knn_accuracy: ``checkpoint index -> kNN accuracy`` of the online kNN probe (see
+            :mod:`lightning_explain.downstream`); adds a ``knn_accuracy`` column and the
+            Downstream tab. Default: none.
+        knn_info: one line describing the kNN probe (k, temperature, image counts), shown in the
+            Downstream tab. Default ``""``.
 
     Raises:
         ValueError: from :meth:`validate` for inconsistent contents.
@@ -144,6 +155,8 @@ class DashboardData:
     one_run: bool = False
     title: str = "lightning-explain comparison"
     info: Sequence[tuple[str, str]] = field(default_factory=list)
+    knn_accuracy: Mapping[int, float] = field(default_factory=dict)
+    knn_info: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -190,6 +203,12 @@ class DashboardData:
                     f"`{_OWNER}`: expected {n_pairs} overlay pairs (one per probe pair) for "
                     f"{key}, but got {len(tiles)}."
                 )
+        for index in self.knn_accuracy:
+            if not 0 <= index < n_ckpt:
+                raise ValueError(
+                    f"`{_OWNER}`: `knn_accuracy` refers to checkpoint index {index}, but there are "
+                    f"{n_ckpt} checkpoints."
+                )
         for index, sims in self.similarity.items():
             if not 0 <= index < n_ckpt:
                 raise ValueError(
@@ -210,6 +229,33 @@ class DashboardData:
         """The score of one cell, NaN when missing."""
         value = self.scores.get((index, method), {}).get(metric)
         return math.nan if value is None else float(value)
+
+    def knn(self, index: int) -> float:
+        """The kNN accuracy of one checkpoint, NaN when missing."""
+        value = self.knn_accuracy.get(index)
+        return math.nan if value is None else float(value)
+
+    def downstream_points(self) -> list[DownstreamPoint]:
+        """One point per checkpoint: its mean scores and kNN accuracy, labelled ``e<epoch>``
+        (or ``#<index>`` without a recorded epoch)."""
+        return [
+            DownstreamPoint(
+                {m: {c.key: self.score(i, m, c.key) for c in self.metrics} for m in self.methods},
+                self.knn(i),
+                f"e{ckpt.epoch}" if ckpt.epoch is not None else f"#{i}",
+            )
+            for i, ckpt in enumerate(self.checkpoints)
+        ]
+
+    def correlations(self) -> list[Correlation]:
+        """Spearman and Pearson correlation of every method x metric score with the kNN accuracy
+        across the checkpoints (NaN with fewer than 3 checkpoints or a constant series); empty
+        without kNN accuracies."""
+        if not self.knn_accuracy:
+            return []
+        return correlation_table(
+            self.downstream_points(), list(self.methods), [c.key for c in self.metrics]
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -484,16 +530,26 @@ _JS = """
 """
 
 
+_KNN_COLUMN = MetricColumn("knn_accuracy", True)
+
+
 def _metric_table(data: DashboardData) -> str:
     rows = data.rows()
+    columns = [*data.metrics, _KNN_COLUMN] if data.knn_accuracy else list(data.metrics)
+
+    def value_of(i: int, method: str, column: MetricColumn) -> float:
+        if column is _KNN_COLUMN:
+            return data.knn(i)
+        return data.score(i, method, column.key)
+
     best: dict[str, set[int]] = {}
-    for metric in data.metrics:
-        column = [data.score(i, m, metric.key) for i, m in rows]
+    for metric in columns:
+        column = [value_of(i, m, metric) for i, m in rows]
         best[metric.key] = set(best_rows(column, metric.higher_is_better))
     head = "".join(
         f'<th scope="col" data-col="{_e(m.key)}" title="{_direction(m.higher_is_better)}">'
         f"{_e(m.key)}{_arrow(m.higher_is_better)}</th>"
-        for m in data.metrics
+        for m in columns
     )
     out = [
         '<table class="metrics" id="metric-table"><thead><tr><th scope="col">method</th>'
@@ -504,8 +560,8 @@ def _metric_table(data: DashboardData) -> str:
     for r, (i, method) in enumerate(rows):
         ckpt = data.checkpoints[i]
         cells = []
-        for metric in data.metrics:
-            value = data.score(i, method, metric.key)
+        for metric in columns:
+            value = value_of(i, method, metric)
             is_best = r in best[metric.key]
             cls = "num best" if is_best else "num"
             mark = "★ " if is_best else ""
@@ -525,7 +581,80 @@ def _metric_table(data: DashboardData) -> str:
     out.append("</tbody></table>")
     out.append(
         '<p class="legend">↑ higher is better, ↓ lower is better; ★ marks the best value of each '
-        "column over all rows. Scores are means over the probe pairs.</p>"
+        "column over all rows. Scores are means over the probe pairs."
+        + (
+            " knn_accuracy is the checkpoint's kNN top-1 accuracy (the same for every method)."
+            if data.knn_accuracy
+            else ""
+        )
+        + "</p>"
+    )
+    return "".join(out)
+
+
+def _corr_cell(value: float, column: str) -> str:
+    return (
+        f'<td class="num" data-col="{column}" data-value="{value!r}" title="{value!r}">'
+        f"{'n/a' if not math.isfinite(value) else f'{value:+.3f}'}</td>"
+    )
+
+
+def _downstream(data: DashboardData) -> str:
+    """kNN accuracy per checkpoint, the correlation table and the scatter plot."""
+    from lightning_explain.downstream import correlation_figure
+
+    out = []
+    if data.knn_info:
+        out.append(f'<p class="legend">{_e(data.knn_info)}</p>')
+    rows = "".join(
+        f'<tr data-ckpt="{i}"><td>{_e(ckpt.name)}</td>'
+        f'<td class="num">{"" if ckpt.epoch is None else ckpt.epoch}</td>'
+        f'<td class="num" data-col="knn_accuracy" data-value="{data.knn(i)!r}">'
+        f"{_fmt(data.knn(i))}</td></tr>"
+        for i, ckpt in enumerate(data.checkpoints)
+    )
+    out.append(
+        '<h3>kNN accuracy</h3><table id="knn-table"><thead><tr><th>checkpoint</th><th>epoch</th>'
+        f"<th>knn_accuracy ↑</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    correlations = data.correlations()
+    method_index = {m: j for j, m in enumerate(data.methods)}
+    body = "".join(
+        f'<tr data-m="{method_index[c.method]}" data-method="{_e(c.method)}" '
+        f'data-metric="{_e(c.metric)}"><td>{_e(c.method)}</td>'
+        f"<td>{_e(c.metric)}{_arrow(c.higher_is_better)}</td>"
+        f'<td class="num">{c.n}</td>'
+        + _corr_cell(c.spearman, "spearman")
+        + _corr_cell(c.pearson, "pearson")
+        + "</tr>"
+        for c in correlations
+    )
+    n = sum(1 for i in range(len(data.checkpoints)) if math.isfinite(data.knn(i)))
+    out.append(
+        "<h3>Correlation with the kNN accuracy across checkpoints</h3>"
+        '<table id="correlation-table"><thead><tr><th>method</th><th>metric</th><th>n</th>'
+        "<th>Spearman</th><th>Pearson</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+        f'<p class="legend">Over {n} checkpoint(s) with a kNN accuracy. n/a: undefined (fewer '
+        "than 3 checkpoints, or a constant series). For a ↑ metric a positive correlation means "
+        "that more faithful explanations went with a better model; for a ↓ metric a negative "
+        "one does. Checkpoints of one run are confounded by training progress: both the scores "
+        "and the accuracy change with the epoch, so a correlation is no evidence that either "
+        "causes the other.</p>"
+    )
+    fig = correlation_figure(
+        data.downstream_points(),
+        correlations,
+        methods=list(data.methods),
+        metrics=[c.key for c in data.metrics],
+    )
+    png = _figure_png(fig)
+    out.append(
+        '<h3>Scores against kNN accuracy</h3><figure id="correlation-scatter">'
+        f'<img class="plot" alt="kNN accuracy against each metric" src="{_data_uri(png)}">'
+        "<figcaption>One panel per metric, one colour per method; points are checkpoints "
+        "(e&lt;epoch&gt;), joined in checkpoint order. The legend gives rho (Spearman) and r "
+        "(Pearson).</figcaption></figure>"
     )
     return "".join(out)
 
@@ -659,6 +788,8 @@ def render_html(data: DashboardData) -> str:
     ]
     if data.one_run:
         tabs.append(("training", "Over training", _training(data)))
+    if data.knn_accuracy:
+        tabs.append(("downstream", "Downstream", _downstream(data)))
     tabs.append(("run", "Run", _run_info(data)))
 
     nav = "".join(

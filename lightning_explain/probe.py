@@ -43,11 +43,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, cast
+from typing import TYPE_CHECKING, Any, Literal, Union, cast
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from lightning_explain.downstream import KNNSet
 
 __all__ = [
     "PROBE_FORMAT",
@@ -86,6 +89,10 @@ class ProbeSet:
         std: per-channel standard deviation of the input normalisation, if known.
         config_hash: a hash of the settings that produced the set; a resumed callback keeps a
             restored probe set only when its own settings hash to the same value.
+        extra: free-form string metadata.
+        knn: the labelled image set of the online kNN probe
+            (:class:`lightning_explain.downstream.KNNSet`), stored with the pairs so that resumed
+            runs and ``lightning-explain compare`` classify the same images; ``None`` without one.
     """
 
     x1: Tensor
@@ -98,6 +105,7 @@ class ProbeSet:
     std: tuple[float, ...] | None = None
     config_hash: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    knn: KNNSet | None = None
 
     def __post_init__(self) -> None:
         for name in ("x1", "x2"):
@@ -129,7 +137,7 @@ class ProbeSet:
         return int(self.x1.shape[0])
 
     def subset(self, n: int) -> ProbeSet:
-        """The first ``n`` pairs (used for the callback's dry run)."""
+        """The first ``n`` pairs (used for the callback's dry run); the kNN set is kept whole."""
         return ProbeSet(
             x1=self.x1[:n],
             x2=self.x2[:n],
@@ -141,6 +149,7 @@ class ProbeSet:
             std=self.std,
             config_hash=self.config_hash,
             extra=dict(self.extra),
+            knn=self.knn,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +167,7 @@ class ProbeSet:
             "std": None if self.std is None else [float(v) for v in self.std],
             "config_hash": str(self.config_hash),
             "extra": {str(k): str(v) for k, v in self.extra.items()},
+            "knn": None if self.knn is None else self.knn.to_dict(),
         }
 
     @classmethod
@@ -178,6 +188,11 @@ class ProbeSet:
                 f"`ProbeSet`: {origin} was written by a newer lightning-explain (probe format "
                 f"version {data['version']}, this version reads <= {_PROBE_VERSION}). Upgrade."
             )
+        knn = None
+        if data.get("knn") is not None:
+            from lightning_explain.downstream import KNNSet
+
+            knn = KNNSet.from_dict(data["knn"], origin=f"{origin} (its kNN set)")
         try:
             indices = data["indices"]
             mean, std = data.get("mean"), data.get("std")
@@ -192,6 +207,7 @@ class ProbeSet:
                 std=None if std is None else tuple(float(v) for v in std),
                 config_hash=str(data.get("config_hash", "")),
                 extra={str(k): str(v) for k, v in dict(data.get("extra", {})).items()},
+                knn=knn,
             )
         except (KeyError, AttributeError, TypeError) as err:
             raise ValueError(f"`ProbeSet`: {origin} holds a malformed probe set: {err!r}.") from err

@@ -118,8 +118,8 @@ def test_file_sink_layout(tmp_path: Path) -> None:
     )
     folder = tmp_path / "explanations" / "epoch=003"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "gradcam_curves.png",
         "gradcam.png",
+        "gradcam_curves.png",
         "gradcam_scores.csv",
     ]
     assert png_pixels(folder / "gradcam_curves.png").shape == (

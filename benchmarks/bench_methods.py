@@ -1,0 +1,321 @@
+"""Cost per pair of every explanation method, against a plain forward and forward+backward.
+
+For each image size and each registered method (``lightning_explain.list_methods()``) this
+explains ``--pairs`` random pairs on a ResNet-18 embedding (torchvision ``resnet18(weights=None)``,
+``fc = Identity``; nothing is downloaded) and reports, per pair:
+
+* seconds per pair (median of ``--repeats`` timed runs after one warm-up run);
+* the method's time in **forward equivalents** and **forward+backward equivalents**: multiples of
+  one plain forward (``torch.inference_mode``) and of one forward + ``autograd.grad`` with respect
+  to the input of the same batch, ``cat([x1, x2])`` (``2 * pairs`` images), timed in the same run.
+  Because that batch holds every pair once, the multiples are per pair;
+* the image passes counted during the warm-up run (images forwarded without autograd, and
+  images forwarded with autograd on, i.e. for a backward pass), per pair;
+* the **floor**: the same counted passes as plain batches of the same sizes, with no method
+  around them (each distinct batch size timed separately, median of 3), and the ratio
+  method / floor (method overhead: building perturbed images, hooks, surrogate fits). Passes
+  whose backward stops early (CAM methods stop at the explained layer) are floored as full
+  backwards, so ratios below 1 can occur.
+
+The defaults of the perturbation methods target 224 px images and take minutes per pair on a CPU.
+Unless ``--full``, 224 px runs on a CPU use cheaper options (printed with every row) and scale
+the time linearly to the defaults by the ratio of the dominant work knob (masks, augmentations,
+window positions, samples, steps; ``est. default s/pair``). At 64 px, the occlusion window and
+stride are scaled to the image (24 / 2: the same 21 x 21 window grid as 64 / 8 at 224 px); every
+other option is the default.
+
+Example::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_methods.py --sizes 64 224 --pairs 4
+
+``--smoke`` runs a tiny configuration in seconds (used by the test suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_explain import explain, list_methods, method_info
+from lightning_explain.methods.occlusion import window_starts
+
+PAPER_SIZE = 224
+
+
+class CountingModel(nn.Module):
+    """Wraps an embedding model; records ``(batch size, autograd on)`` of every forward call."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.calls: list[tuple[int, bool]] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        grad = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        self.calls.append((int(x.shape[0]), grad))
+        z: Tensor = self.net(x)
+        return z
+
+
+def resnet18_embedding(device: torch.device) -> nn.Module:
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    net = resnet18(weights=None)
+    net.fc = nn.Identity()
+    model: nn.Module = net.eval().to(device)
+    return model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    return statistics.median(timed(fn, device) for _ in range(repeats))
+
+
+def forward_only(net: nn.Module, x: Tensor) -> None:
+    with torch.inference_mode():
+        net(x)
+
+
+def forward_backward(net: nn.Module, x: Tensor, v: Tensor) -> None:
+    """One forward and one backward to the input, as the gradient methods take them."""
+    with torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        z = net(xg)
+        torch.autograd.grad((z * v[: z.shape[0]]).sum(), xg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Options per method and size
+
+
+def _positions(size: int, window: int, stride: int) -> int:
+    return len(window_starts(size, window, stride)) ** 2
+
+
+def method_options(name: str, size: int, *, cheap: bool, smoke: bool) -> dict[str, Any]:
+    """Options used for ``name`` at ``size`` px (``cheap``: reduced work, scaled afterwards)."""
+    if smoke:
+        return {
+            "conditional_occlusion": {"window": 16, "stride": 16},
+            "context_agnostic_occlusion": {"window": 16, "stride": 16},
+            "pairwise_occlusion": {"n_erasures": 4},
+            "rise": {"n_masks": 4},
+            "smoothgrad": {"n_samples": 2},
+            "averaged_transforms": {"steps": 2},
+            "integrated_gradients": {"n_steps": 2},
+            "pixel_invariance": {"n_augmentations": 4, "epochs": 5},
+        }.get(name, {})
+    options: dict[str, Any] = {}
+    if name in ("conditional_occlusion", "context_agnostic_occlusion") and size != PAPER_SIZE:
+        # The paper's window 64 / stride 8 on 224 px is a 21 x 21 grid; keep that grid.
+        stride = max(1, round(8 * size / PAPER_SIZE))
+        window = size - 20 * stride if size > 20 * stride else max(1, size // 4)
+        options = {"window": window, "stride": stride}
+    if cheap:
+        options.update(
+            {
+                "conditional_occlusion": {"stride": 16},
+                "context_agnostic_occlusion": {"stride": 16},
+                "pairwise_occlusion": {"n_erasures": 25},
+                "rise": {"n_masks": 100},
+                "smoothgrad": {"n_samples": 10},
+                "integrated_gradients": {"n_steps": 8},
+                "pixel_invariance": {"n_augmentations": 100},
+            }.get(name, {})
+        )
+    return options
+
+
+def work_scale(name: str, size: int, options: dict[str, Any]) -> float:
+    """Ratio of the default work to the work with ``options`` (1 when the defaults are used)."""
+    defaults = method_info(name).defaults()
+    merged = {**defaults, **options}
+    if name == "conditional_occlusion":
+        return (1 + _positions(size, defaults["window"], defaults["stride"])) / (
+            1 + _positions(size, merged["window"], merged["stride"])
+        )
+    if name == "context_agnostic_occlusion":
+        return (1 + 2 * _positions(size, defaults["window"], defaults["stride"])) / (
+            1 + 2 * _positions(size, merged["window"], merged["stride"])
+        )
+    knob = {
+        "pairwise_occlusion": "n_erasures",
+        "rise": "n_masks",
+        "smoothgrad": "n_samples",
+        "integrated_gradients": "n_steps",
+        "averaged_transforms": "steps",
+        "pixel_invariance": "n_augmentations",
+    }.get(name)
+    if knob is None:
+        return 1.0
+    return float(defaults[knob]) / float(merged[knob])
+
+
+def describe(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurement
+
+
+class Floor:
+    """Times plain batches of given sizes (cached per ``(size, autograd)``)."""
+
+    def __init__(self, net: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
+        self.net = net
+        self.shape = shape
+        self.device = device
+        self.cache: dict[tuple[int, bool], float] = {}
+        g = torch.Generator().manual_seed(1)
+        self.v = torch.randn(4096, 512, generator=g).to(device)
+
+    def batch(self, n: int, grad: bool) -> float:
+        key = (n, grad)
+        if key not in self.cache:
+            x = torch.rand(n, *self.shape, device=self.device)
+            v = self.v[:n] if n <= self.v.shape[0] else torch.randn(n, 512, device=self.device)
+
+            def run() -> None:
+                if grad:
+                    forward_backward(self.net, x, v)
+                else:
+                    forward_only(self.net, x)
+
+            run()  # warm-up
+            self.cache[key] = median_time(run, self.device, 3)
+        return self.cache[key]
+
+    def calls(self, calls: list[tuple[int, bool]]) -> float:
+        return sum(self.batch(n, grad) for n, grad in calls)
+
+
+def bench_size(
+    net: nn.Module,
+    size: int,
+    methods: list[str],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    cheap = not args.full and device.type != "cuda" and size >= PAPER_SIZE
+    g = torch.Generator().manual_seed(0)
+    shape = (3, size, size)
+    x1 = torch.rand(args.pairs, *shape, generator=g).to(device)
+    x2 = (x1.flip(-1) + 0.05 * torch.randn(x1.shape, generator=g).to(device)).clamp(0, 1)
+    pair_batch = torch.cat([x1, x2])
+    floor = Floor(net, shape, device)
+    t_fwd = floor.batch(pair_batch.shape[0], False)
+    t_fb = floor.batch(pair_batch.shape[0], True)
+    print(
+        f"{size}px: one forward of the pair batch ({pair_batch.shape[0]} images): {t_fwd:.4f} s, "
+        f"forward+backward: {t_fb:.4f} s (ratio {t_fb / t_fwd:.2f}), median of 3"
+    )
+    rows = []
+    for name in methods:
+        options = method_options(name, size, cheap=cheap, smoke=args.smoke)
+        counter = CountingModel(net)
+        explain(counter, x1, x2, method=name, **options)  # warm-up and pass count
+        t = median_time(lambda: explain(net, x1, x2, method=name, **options), device, args.repeats)
+        t_floor = floor.calls(counter.calls)
+        n_fwd = sum(n for n, grad in counter.calls if not grad) / args.pairs
+        n_fb = sum(n for n, grad in counter.calls if grad) / args.pairs
+        scale = work_scale(name, size, options) if cheap and not args.smoke else 1.0
+        rows.append(
+            {
+                "size": size,
+                "method": name,
+                "options": describe(options),
+                "fwd": n_fwd,
+                "fb": n_fb,
+                "s_pair": t / args.pairs,
+                "x_fwd": t / t_fwd,
+                "x_fb": t / t_fb,
+                "floor_pair": t_floor / args.pairs,
+                "ratio": t / t_floor,
+                "scale": scale,
+                "est_pair": t / args.pairs * scale,
+            }
+        )
+        sys.stdout.flush()
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        "| size | method | options | fwd imgs/pair | f+b imgs/pair | s/pair | x fwd | x f+b "
+        "| floor s/pair | method/floor | est. default s/pair |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        est = f"{r['est_pair']:.3f} (x{r['scale']:.2f})" if r["scale"] != 1.0 else "same"
+        print(
+            f"| {r['size']} | {r['method']} | {r['options']} | {r['fwd']:.0f} | {r['fb']:.0f} "
+            f"| {r['s_pair']:.4f} | {r['x_fwd']:.1f} | {r['x_fb']:.1f} | {r['floor_pair']:.4f} "
+            f"| {r['ratio']:.2f} | {est} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224], help="image sides")
+    parser.add_argument("--pairs", type=int, default=4, help="pairs explained per call")
+    parser.add_argument(
+        "--methods", nargs="+", default=None, help="registry names (default: every method)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (the median counts)")
+    parser.add_argument(
+        "--full", action="store_true", help="default options at 224 px also on CPU (slow)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.pairs, args.repeats = [32], 1, 1
+    methods = args.methods or list_methods()
+    unknown = sorted(set(methods) - set(list_methods()))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; valid: {', '.join(list_methods())}")
+
+    device = torch.device(args.device)
+    net = resnet18_embedding(device)
+    print(
+        f"device: {device} (torch {torch.__version__}, threads: {torch.get_num_threads()}), "
+        f"pairs: {args.pairs}, sizes: {args.sizes}, repeats: {args.repeats} (median)"
+    )
+    rows: list[dict[str, Any]] = []
+    for size in args.sizes:
+        rows += bench_size(net, size, methods, args, device)
+    print_table(rows)
+    if any(r["scale"] != 1.0 for r in rows):
+        print(
+            "est. default s/pair: the measured time scaled linearly to the default options by the "
+            "ratio of the dominant work knob (x factor); cheaper options were used because the "
+            "defaults take minutes per pair at 224 px on a CPU (--full runs the defaults)."
+        )
+    for name in methods:
+        print(f"registry cost {name}: {method_info(name).cost}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
