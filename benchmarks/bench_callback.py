@@ -227,7 +227,8 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
 
     from lightning_explain import PairExplanationCallback
 
-    callback = PairExplanationCallback(pairing="dataset", probe_source="train")
+    small = {"n_pairs": 2, "n_steps": 4} if args.smoke else {}
+    callback = PairExplanationCallback(pairing="dataset", probe_source="train", **small)
     module = make_module(args.size, max(16, callback.n_pairs))
     trainer = L.Trainer(
         accelerator="cuda" if device.type == "cuda" else "cpu",
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         # 2. The hook
         hook = bench_hook(args, device, workdir)
         print(
-            f"callback defaults: methods {hook['methods']}, metrics "
+            f"callback settings{' (smoke)' if args.smoke else ' (defaults)'}: methods {hook['methods']}, metrics "
             f"{hook['metrics'] or 'default set'}, n_pairs {hook['n_pairs']}, n_steps "
             f"{hook['n_steps']}, batch_size {hook['batch_size']}; {hook['files']} PNG/CSV files "
             f"written by the file sink; errors: {hook['errors']}"

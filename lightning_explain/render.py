@@ -25,6 +25,7 @@ from typing import Literal, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -282,6 +283,7 @@ def pair_grid(
     alpha: float = 0.5,
     padding: int = 2,
     pad_value: float = 1.0,
+    min_tile: int = 0,
 ) -> Tensor:
     """One image of all probe pairs: a row per pair with image 1, overlay 1, image 2, overlay 2.
 
@@ -299,9 +301,13 @@ def pair_grid(
         alpha: heatmap opacity in the overlays. Default 0.5.
         padding: pixels between tiles (and around the grid). Default 2.
         pad_value: grey level of the padding in [0, 1]. Default 1.0 (white).
+        min_tile: smallest tile side in pixels: smaller images are enlarged by an integer factor
+            (images nearest-neighbour, heatmaps bilinearly) so that 32 px probes stay legible in
+            tracker UIs. Default 0 (native size).
 
     Returns:
-        ``(3, B * H + (B + 1) * padding, 4 * W + 5 * padding)`` uint8 tensor (CHW) on the CPU.
+        ``(3, B * H' + (B + 1) * padding, 4 * W' + 5 * padding)`` uint8 tensor (CHW) on the CPU,
+        with ``H' = k * H``, ``W' = k * W`` and ``k = ceil(min_tile / min(H, W))`` (at least 1).
 
     Raises:
         TypeError: for non-tensor or non-float inputs.
@@ -312,6 +318,21 @@ def pair_grid(
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise ValueError(
             f"`render.pair_grid`: expected `padding` to be a non-negative int, but got {padding!r}."
+        )
+    if isinstance(min_tile, bool) or not isinstance(min_tile, int) or min_tile < 0:
+        raise ValueError(
+            f"`render.pair_grid`: expected `min_tile` to be a non-negative int, but got {min_tile!r}."
+        )
+    side = min(int(x1.shape[-2]), int(x1.shape[-1])) if x1.ndim == 4 else 0
+    if side and min_tile > side:
+        k = -(-min_tile // side)
+        size = (int(x1.shape[-2]) * k, int(x1.shape[-1]) * k)
+        x1, x2 = (F.interpolate(x, size=size, mode="nearest") for x in (x1, x2))
+        h1, h2 = (
+            F.interpolate(h.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False)
+            .squeeze(1)
+            .clamp(0, 1)
+            for h in (h1, h2)
         )
     tiles = _pair_tiles(
         x1, x2, h1, h2, mean=mean, std=std, cmap=cmap, alpha=alpha, owner="render.pair_grid"

@@ -239,3 +239,17 @@ def test_rendering_never_touches_pyplot(monkeypatch: pytest.MonkeyPatch) -> None
     render.figure_to_image(render.pair_figure(x, x, h, h))
     render.figure_to_image(render.curves_figure({"a": torch.rand(2, 5)}))
     assert "matplotlib.pyplot" not in sys.modules
+
+
+def test_pair_grid_min_tile_enlarges_small_probes_by_an_integer_factor() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 24, generator=g)
+    h = torch.rand(2, 16, 24, generator=g)
+    native = render.pair_grid(x, x, h, h, padding=0)
+    big = render.pair_grid(x, x, h, h, padding=0, min_tile=40)  # k = ceil(40 / 16) = 3
+    assert tuple(big.shape) == (3, 2 * 48, 4 * 72)
+    # The image tiles are enlarged nearest-neighbour: every 3x3 block repeats a native pixel.
+    torch.testing.assert_close(big[:, :48:3, :72:3], native[:, :16, :24])
+    assert torch.equal(render.pair_grid(x, x, h, h, min_tile=16), render.pair_grid(x, x, h, h))
+    with pytest.raises(ValueError, match="min_tile"):
+        render.pair_grid(x, x, h, h, min_tile=-1)

@@ -275,9 +275,7 @@ def test_unlabelled_validation_falls_back_to_a_train_split(tmp_path: Path) -> No
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             return None
 
-    cb = PairExplanationCallback(
-        ["gradcam"], probe_source="train", log_images=False, **KNN, **FAST
-    )
+    cb = PairExplanationCallback(["gradcam"], probe_source="train", log_images=False, **KNN, **FAST)
     _fit(cb, tmp_path, model=PairVal(), max_epochs=1)
     knn = cb.probe.knn
     assert (knn.bank_source, knn.query_source) == ("train", "train")

@@ -1,0 +1,61 @@
+"""The method and callback benchmark scripts run end to end (tiny configurations) and print their
+tables, so that they never rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from lightning_explain import list_methods
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_bench_methods_smoke():
+    proc = run_script("bench_methods.py")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^32px: one forward of the pair batch .*forward\+backward", out, re.M), out
+    assert "| size | method | options | fwd imgs/pair | f+b imgs/pair | s/pair |" in out, out
+    number = r"\d+(\.\d+)?"
+    for name in list_methods():
+        row = rf"^\| 32 \| {name} \| [^|]+ \| \d+ \| \d+ \| {number} \| {number} \| {number} \|"
+        assert re.search(row, out, re.M), f"no table row for {name}:\n{out}"
+    # The pass counts are the ones the methods are documented to make: the gradient-free
+    # perturbation methods never forward with autograd on, the gradient methods do.
+    assert re.search(r"^\| 32 \| rise \| n_masks=4 \| 10 \| 0 \|", out, re.M), out
+    assert re.search(r"^\| 32 \| input_x_gradient \| defaults \| 0 \| 2 \|", out, re.M), out
+
+
+def test_bench_callback_smoke():
+    proc = run_script("bench_callback.py")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^training step \(ResNet-18, .*epoch estimate .*: \d+\.\d s$", out, re.M), out
+    assert re.search(r"^one evaluation \(on_train_epoch_end, .*\): \d+\.\d+ s$", out, re.M), out
+    assert re.search(r"^callback evaluation / epoch: \d+\.\d+% \(goal <= 5%: (met|MISSED)\)", out, re.M)
+    assert re.search(r"errors: 0$", out, re.M), out
+    assert "| n_pairs | methods | n_steps | image forwards | seconds |" in out, out
+    assert "| batch_size | n_pairs | images per evaluation | largest no-grad batch |" in out, out
+    # Memory is bounded by the chunk: with batch_size=4 no forward sees more than 4 images
+    # without autograd, although one evaluation embeds hundreds of perturbed images.
+    row = re.search(r"^\| 4 \| 2 \| (\d+) \| (\d+) \| (\d+) \|", out, re.M)
+    assert row is not None, out
+    assert int(row.group(1)) > 100
+    assert int(row.group(2)) <= 4
