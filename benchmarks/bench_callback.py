@@ -18,8 +18,11 @@
    ``n_pairs``, the methods and ``n_steps``, with the image forwards counted per evaluation.
 4. **Memory vs ``batch_size``** (the chunk size of the metrics): a model wrapper records the
    largest batch (and its bytes) that reaches the model with and without autograd; on CUDA,
-   ``torch.cuda.max_memory_allocated``; on CPU, the peak-RSS increase of one evaluation measured
-   in a fresh subprocess per setting (``--no-rss`` skips it).
+   ``torch.cuda.max_memory_allocated``; on CPU (Linux), the peak-RSS increase of one evaluation
+   measured in a fresh subprocess per setting (``--no-rss`` skips it). The largest batch is bounded
+   by ``max(batch_size, 2 * n_pairs)``: perturbed images come in chunks of ``batch_size``; the
+   intact pairs (``explain/sim``) and the CAM forward/backward take the ``2 * n_pairs`` probe
+   images at once.
 
 Example::
 
@@ -34,9 +37,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import os
 import pstats
-import resource
 import statistics
 import subprocess
 import sys
@@ -227,7 +228,7 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
 
     from lightning_explain import PairExplanationCallback
 
-    small = {"n_pairs": 2, "n_steps": 4} if args.smoke else {}
+    small: dict[str, Any] = {"n_pairs": 2, "n_steps": 4} if args.smoke else {}
     callback = PairExplanationCallback(pairing="dataset", probe_source="train", **small)
     module = make_module(args.size, max(16, callback.n_pairs))
     trainer = L.Trainer(
@@ -244,9 +245,7 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
         callbacks=[callback],
     )
     trainer.fit(module)  # probe draw, dry run, and one evaluation at the epoch's end (warm-up)
-    hook = median_time(
-        lambda: callback.on_train_epoch_end(trainer, module), device, args.repeats
-    )
+    hook = median_time(lambda: callback.on_train_epoch_end(trainer, module), device, args.repeats)
     compute = median_time(lambda: callback.compute_scores(module), device, args.repeats)
     profile = None
     if args.profile:
@@ -255,7 +254,7 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
         callback.on_train_epoch_end(trainer, module)
         profiler.disable()
         profile = pstats.Stats(profiler)
-    log_dir = Path(trainer.logger.log_dir)
+    log_dir = Path(str(trainer.log_dir))
     files = sorted(p for p in log_dir.rglob("*") if p.suffix in (".png", ".csv"))
     return {
         "hook": hook,
@@ -293,8 +292,23 @@ def evaluation(
     return {"seconds": seconds, "images": images, "max_batch": max_batch, "max_bytes": max_bytes}
 
 
+def _status_mib(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
 def rss_child(args: argparse.Namespace) -> int:
-    """Subprocess: peak-RSS increase of one evaluation (``--rss-child N_PAIRS BATCH_SIZE``)."""
+    """Subprocess: peak-RSS increase of one evaluation (``--rss-child N_PAIRS BATCH_SIZE``).
+
+    A fresh process, so no memory freed earlier but kept by the allocator hides the peak. The
+    peak is the kernel's RSS high-water mark (``VmHWM``), reset through ``/proc/self/clear_refs``
+    right before the evaluation (``ru_maxrss`` would include the parent's peak, inherited at
+    fork).
+    """
     n_pairs, batch_size = args.rss_child
     device = torch.device(args.device)
     net = resnet18_embedding(device)
@@ -306,11 +320,12 @@ def rss_child(args: argparse.Namespace) -> int:
         warm.compute_scores(net)  # imports and lazy initialisation, at a tiny peak
         callback = PairExplanationCallback(pairing="dataset", batch_size=batch_size)
         callback.load_probe(save_probe(n_pairs, args.size, Path(tmp)))
-        with open("/proc/self/statm") as f:
-            before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark to the current RSS
+        before = _status_mib("VmRSS")
         callback.compute_scores(net)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"delta": max(0, peak - before)}))
+        peak = _status_mib("VmHWM")
+    print(json.dumps({"delta": max(0.0, peak - before) * 2**20}))
     return 0
 
 
@@ -396,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{hook['n_steps']}, batch_size {hook['batch_size']}; {hook['files']} PNG/CSV files "
             f"written by the file sink; errors: {hook['errors']}"
         )
-        print(f"one evaluation (on_train_epoch_end, with rendering and logging): {hook['hook']:.3f} s")
+        print(
+            f"one evaluation (on_train_epoch_end, with rendering and logging): {hook['hook']:.3f} s"
+        )
         print(f"one evaluation (compute_scores, no rendering/logging): {hook['compute']:.3f} s")
         print(f"rendering + logging: {hook['hook'] - hook['compute']:.3f} s")
         ratio = hook["hook"] / epoch
@@ -444,18 +461,16 @@ def main(argv: list[str] | None = None) -> int:
         mem_col = "CUDA peak MB" if device.type == "cuda" else "peak RSS increase MB"
         print(
             "| batch_size | n_pairs | images per evaluation | largest no-grad batch | "
-            f"largest autograd batch | largest input MB | {mem_col} |"
+            f"largest autograd batch | max(batch_size, 2 n_pairs) | largest input MB | {mem_col} |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for n_pairs in args.memory_pairs:
             probe = probes.get(n_pairs) or save_probe(n_pairs, args.size, workdir)
             for batch_size in args.memory_batch_sizes:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                     base = torch.cuda.memory_allocated(device)
-                out = evaluation(
-                    net, probe, device, 1, n_pairs=n_pairs, batch_size=batch_size
-                )
+                out = evaluation(net, probe, device, 1, n_pairs=n_pairs, batch_size=batch_size)
                 if device.type == "cuda":
                     peak = torch.cuda.max_memory_allocated(device) - base
                     mem = f"{peak / 2**20:.0f}"
@@ -466,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                     mem = "skipped"
                 print(
                     f"| {batch_size} | {n_pairs} | {out['images']} | {out['max_batch'][False]} | "
-                    f"{out['max_batch'][True]} | {out['max_bytes'] / 2**20:.2f} | {mem} |"
+                    f"{out['max_batch'][True]} | {max(batch_size, 2 * n_pairs)} | "
+                    f"{out['max_bytes'] / 2**20:.2f} | {mem} |"
                 )
                 sys.stdout.flush()
     if hook["errors"]:

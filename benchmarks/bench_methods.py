@@ -235,7 +235,11 @@ def bench_size(
         options = method_options(name, size, cheap=cheap, smoke=args.smoke)
         counter = CountingModel(net)
         explain(counter, x1, x2, method=name, **options)  # warm-up and pass count
-        t = median_time(lambda: explain(net, x1, x2, method=name, **options), device, args.repeats)
+
+        def run(name: str = name, options: dict[str, Any] = options) -> None:
+            explain(net, x1, x2, method=name, **options)
+
+        t = median_time(run, device, args.repeats)
         t_floor = floor.calls(counter.calls)
         n_fwd = sum(n for n, grad in counter.calls if not grad) / args.pairs
         n_fb = sum(n for n, grad in counter.calls if grad) / args.pairs
@@ -258,6 +262,26 @@ def bench_size(
         )
         sys.stdout.flush()
     return rows
+
+
+def chunk_throughput(
+    net: nn.Module, size: int, chunks: list[int], device: torch.device, repeats: int
+) -> dict[int, float]:
+    """Milliseconds per image of plain forwards (inference mode) in batches of each chunk size,
+    over ``max(chunks)`` images per timing."""
+    total = max(chunks)
+    out: dict[int, float] = {}
+    for chunk in chunks:
+        x = torch.rand(chunk, 3, size, size, device=device)
+        n_batches = max(1, total // chunk)
+
+        def run(x: Tensor = x, n_batches: int = n_batches) -> None:
+            for _ in range(n_batches):
+                forward_only(net, x)
+
+        forward_only(net, x)  # warm-up
+        out[chunk] = 1000 * median_time(run, device, repeats) / (n_batches * chunk)
+    return out
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -287,10 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full", action="store_true", help="default options at 224 px also on CPU (slow)"
     )
+    parser.add_argument(
+        "--chunk-sizes",
+        type=int,
+        nargs="*",
+        default=[16, 64, 256],
+        help="also time plain forwards in batches of these sizes (none: skip)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes, args.pairs, args.repeats = [32], 1, 1
+        args.sizes, args.pairs, args.repeats, args.chunk_sizes = [32], 1, 1, [2, 8]
     methods = args.methods or list_methods()
     unknown = sorted(set(methods) - set(list_methods()))
     if unknown:
@@ -306,6 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         rows += bench_size(net, size, methods, args, device)
     print_table(rows)
+    if args.chunk_sizes:
+        print(
+            "forward throughput by chunk size (ms per image, inference mode, "
+            f"{max(args.chunk_sizes)} images per timing):"
+        )
+        print("| size | " + " | ".join(f"chunk {c}" for c in args.chunk_sizes) + " |")
+        print("|---|" + "---|" * len(args.chunk_sizes))
+        for size in args.sizes:
+            ms = chunk_throughput(net, size, args.chunk_sizes, device, args.repeats)
+            print(f"| {size} | " + " | ".join(f"{ms[c]:.2f}" for c in args.chunk_sizes) + " |")
     if any(r["scale"] != 1.0 for r in rows):
         print(
             "est. default s/pair: the measured time scaled linearly to the default options by the "

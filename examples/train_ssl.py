@@ -4,8 +4,12 @@ The main job of the project (``make demo``): a small ResNet is trained with SimC
 SimSiam, Barlow Twins, MoCo) on scikit-learn's handwritten digits, which ship inside scikit-learn
 (or on CIFAR-10 / STL-10 / an ImageFolder you have on disk). ``PairExplanationCallback`` explains a
 fixed probe set of augmented pairs at the end of every epoch and logs heatmaps, faithfulness
-metrics and curves; a checkpoint is written per epoch. At the end the first and the last checkpoint
-are compared in a self-contained HTML dashboard.
+metrics and curves; since digits are labelled, it also measures the backbone's kNN accuracy
+(``--knn-k``, off with ``--no-knn``) and, from the third epoch on, the correlation of every score
+with it. A checkpoint is written per epoch. At the end the checkpoints are compared in a
+self-contained HTML dashboard (every checkpoint with the kNN probe, so that the dashboard can
+correlate scores and accuracy across them; else the first and the last), and the last one is
+tabulated with ``lightning-explain report``.
 
 Run::
 
@@ -87,6 +91,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-steps", type=int, default=32, help="insertion/deletion steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-dashboard", action="store_true")
+    p.add_argument("--knn-k", type=int, default=200, help="neighbours of the online kNN probe")
+    p.add_argument("--knn-temperature", type=float, default=0.1)
+    p.add_argument("--knn-samples", type=int, default=512, help="kNN bank images (training set)")
+    p.add_argument("--knn-queries", type=int, default=256, help="kNN queries (validation set)")
+    p.add_argument("--knn-embedding", default="backbone", help="what the kNN probe embeds")
+    p.add_argument("--no-knn", action="store_true", help="switch the online kNN probe off")
     return p.parse_args(argv)
 
 
@@ -112,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         seed=args.seed,
+        knn_k=None if args.no_knn else args.knn_k,
+        knn_temperature=args.knn_temperature,
+        knn_samples=args.knn_samples,
+        knn_queries=args.knn_queries,
+        knn_embedding=args.knn_embedding,
     )
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -138,42 +153,61 @@ def main(argv: list[str] | None = None) -> int:
     explainer.save_probe(probe)
     ckpts = sorted((out / "checkpoints").glob("epoch=*.ckpt"))
     print(f"\nTrained {args.model} for {args.epochs} epochs in {took:.0f} s.")
-    dashboard = None
+    _downstream_summary(explainer)
+    dashboard = report = None
     if not args.no_dashboard and len(ckpts) >= 2:
         from lightning_explain.cli import main as cli_main
 
+        shared = [
+            "--probe",
+            str(probe),
+            "--model-class",
+            f"ssl_models:{MODELS[args.model].__name__}",
+            "--embedding",
+            "embed",
+            "--methods",
+            *args.methods,
+            "--n-steps",
+            str(args.n_steps),
+        ]
+        if any(m.endswith("occlusion") for m in args.methods):
+            shared += ["--option", "window=8", "--option", "stride=4"]
+        # With the kNN probe every checkpoint, so that scores and accuracy can be correlated.
+        compared = [ckpts[0], ckpts[-1]] if args.no_knn else ckpts
         dashboard = out / "dashboard"
-        code = cli_main(
-            [
-                "compare",
-                str(ckpts[0]),
-                str(ckpts[-1]),
-                "--probe",
-                str(probe),
-                "--model-class",
-                f"ssl_models:{MODELS[args.model].__name__}",
-                "--embedding",
-                "embed",
-                "--methods",
-                *args.methods,
-                "--n-steps",
-                str(args.n_steps),
-                "--option",
-                "window=8",
-                "--option",
-                "stride=4",
-                "--out",
-                str(dashboard),
-            ]
-        )
+        code = cli_main(["compare", *map(str, compared), *shared, "--out", str(dashboard)])
         if code != 0:
             return code
-    _summary(out, args.logger, ckpts, probe, dashboard)
+        report = out / "report"
+        code = cli_main(["report", str(ckpts[-1]), *shared, "--out", str(report)])
+        if code != 0:
+            return code
+    _summary(out, args.logger, ckpts, probe, dashboard, report)
     return 0
 
 
+def _downstream_summary(explainer: PairExplanationCallback) -> None:
+    """Print the kNN accuracy per epoch and the correlations the callback logged last."""
+    from lightning_explain.downstream import correlation_table
+
+    history = explainer.history
+    if not history:
+        return
+    accuracy = ", ".join(f"{e['epoch']}: {e['knn_accuracy']:.3f}" for e in history)
+    print(f"\nkNN accuracy per epoch: {accuracy}")
+    table = correlation_table(explainer.history_points(), methods=explainer.methods)
+    print(f"Correlation with the kNN accuracy over {len(history)} epochs (Spearman / Pearson):")
+    for c in table:
+        print(f"  {c.method:24s} {c.metric:36s} {c.spearman:+.2f} / {c.pearson:+.2f}")
+
+
 def _summary(
-    out: Path, loggers: list[str], ckpts: list[Path], probe: Path, dashboard: Path | None
+    out: Path,
+    loggers: list[str],
+    ckpts: list[Path],
+    probe: Path,
+    dashboard: Path | None,
+    report: Path | None = None,
 ) -> None:
     root = out.resolve()
     lines = ["", "Where everything is:"]
@@ -199,6 +233,8 @@ def _summary(
     if dashboard is not None:
         lines.append(f"  dashboard          {dashboard.resolve() / 'index.html'}")
         lines.append("                     open it in a browser from disk (no server, no network)")
+    if report is not None:
+        lines.append(f"  report tables      {report.resolve()}/report.{{md,csv,html}}")
     print("\n".join(lines))
 
 

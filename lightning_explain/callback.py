@@ -85,6 +85,8 @@ EmbeddingFn = Callable[[Any, Tensor], Tensor]
 TransformSpec = Union[str, Callable[[Any], Any], None]
 
 _CHECKPOINT_FORMAT = "lightning-explain-callback"
+_MIN_TILE = 96
+"""Smallest tile side of the logged pair grids: 32 px probes are enlarged 3x to stay legible."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1065,12 +1067,15 @@ class PairExplanationLogic:
         val = self._dataset(trainer, pl_module, "val")
         if not final and (train is None or (val is None and not self._no_val(trainer))):
             return None
+        bank_source = "train"
+        if train is None:  # e.g. `trainer.validate`: bank and queries from the validation set
+            train, val, bank_source = val, None, "val"
         if train is None:
             raise ValueError(
-                f"`{_OWNER}`: `knn_k={self.knn_k}` asks for the online kNN probe, whose bank comes "
-                f"from the training set, but the run has no training dataset. Give the Trainer "
-                f"a datamodule or dataloaders, use a probe file that holds a kNN set, or set "
-                f"knn_k=None."
+                f"`{_OWNER}`: `knn_k={self.knn_k}` asks for the online kNN probe, whose images come "
+                f"from the training and validation sets, but the run has neither. Give the "
+                f"Trainer a datamodule or dataloaders, use a probe file that holds a kNN set, or "
+                f"set knn_k=None."
             )
         if knn is not None:
             rank_zero_warn(
@@ -1081,6 +1086,7 @@ class PairExplanationLogic:
             )
         self._history.clear()
         options: dict[str, Any] = {
+            "bank_source": bank_source,
             "n_bank": self.knn_samples,
             "n_queries": self.knn_queries,
             "seed": self.seed,
@@ -1099,12 +1105,13 @@ class PairExplanationLogic:
                     break
                 except (TypeError, ValueError) as err:
                     errors.append(
-                        f"{'bank train / queries val' if queries is not None else 'train'}: {err}"
+                        f"{'bank train / queries val' if queries is not None else bank_source}: "
+                        f"{err}"
                     )
         if drawn is None:
             raise ValueError(
                 f"`{_OWNER}`: cannot draw the kNN set for `knn_k={self.knn_k}` (the online kNN "
-                f"probe needs labelled items (x, label, ...) in the training set). "
+                f"probe needs labelled items (x, label, ...) in the {bank_source} set). "
                 + " | ".join(errors)
             )
         if errors:
@@ -1336,6 +1343,7 @@ class PairExplanationLogic:
                         outcome.explanation.h2,
                         mean=mean,
                         std=std,
+                        min_tile=_MIN_TILE,
                     )
                     outcome.caption = self._caption(outcome, sim, probe, epoch, step)
                     if outcome.curves:
@@ -1722,7 +1730,8 @@ _DOC = """Explain a fixed probe set of image pairs during training, score and lo
         knn_temperature: temperature of the kNN vote weights ``exp(sim / t)``. Default 0.1.
         knn_samples: bank size cap (training images). Default 512.
         knn_queries: query count cap (validation images; without a labelled validation set, a
-            part of the training set disjoint from the bank). Default 256.
+            part of the training set disjoint from the bank; in ``trainer.validate`` without
+            training data, bank and queries are disjoint parts of the validation set). Default 256.
         knn_embedding: the embedding of the kNN probe, in the forms of ``embedding`` (e.g.
             ``"backbone"``: kNN on backbone features while the projection is explained). Default
             ``None``: ``embedding``.

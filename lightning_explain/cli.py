@@ -855,7 +855,9 @@ def _explain_checkpoint(
             o2 = overlay(show2, expl.h2, mean=mean, std=std).cpu()
             result.overlays[plan.name] = [(image_png(a), image_png(b)) for a, b in zip(o1, o2)]
         if grids:
-            result.grids[plan.name] = pair_grid(show1, show2, expl.h1, expl.h2, mean=mean, std=std)
+            result.grids[plan.name] = pair_grid(
+                show1, show2, expl.h1, expl.h2, mean=mean, std=std, min_tile=96
+            )
     return result
 
 

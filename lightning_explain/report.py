@@ -82,12 +82,20 @@ def _fmt(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.4f}"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+_NAME = re.compile(r"[A-Za-z0-9_.=+-]+")
 
 
 def _md(text: object) -> str:
-    """Escape Markdown punctuation (CommonMark backslash escapes) and fold newlines."""
+    """Escape the Markdown punctuation that could format free text (CommonMark backslash escapes:
+    emphasis, code, links, HTML, table pipes, strikethrough) and fold newlines."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _md_name(text: str) -> str:
+    """A method or metric name: kept as is when it is an identifier (an underscore inside a word
+    never starts emphasis), escaped otherwise."""
+    return text if _NAME.fullmatch(text) and not text.startswith("_") else _md(text)
 
 
 _LEGEND = (
@@ -104,7 +112,7 @@ def to_markdown(table: ReportTable) -> str:
         lines += [f"- {_md(note)}" for note in table.notes] + [""]
     lines.append(
         "| method | "
-        + " | ".join(_md(m.key) + _arrow(m.higher_is_better) for m in table.metrics)
+        + " | ".join(_md_name(m.key) + _arrow(m.higher_is_better) for m in table.metrics)
         + " |"
     )
     lines.append("| :-- | " + " | ".join("--:" for _ in table.metrics) + " |")
@@ -113,7 +121,7 @@ def to_markdown(table: ReportTable) -> str:
         for m in table.metrics:
             text = _fmt(table.value(method, m.key))
             cells.append(f"**{text}**" if method in best[m.key] else text)
-        lines.append(f"| {_md(method)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_md_name(method)} | " + " | ".join(cells) + " |")
     lines += ["", _LEGEND.format(mark="in bold"), ""]
     return "\n".join(lines)
 

@@ -163,7 +163,8 @@ def test_without_logger_pngs_go_under_default_root_dir(tmp_path: Path) -> None:
     png = tmp_path / "explanations" / "epoch=000" / "gradcam.png"
     img = Image.open(png)
     # Two pairs: two rows of four 16-px tiles with 2-px padding.
-    assert img.size == (4 * 16 + 5 * 2, 2 * 16 + 3 * 2)
+    tile = 96  # 16 px probes are enlarged 6x to the 96 px minimum tile
+    assert img.size == (4 * tile + 5 * 2, 2 * tile + 3 * 2)
     assert "pair 1" in img.text["Description"]
     assert "sim" in img.text["Description"]
 
@@ -229,9 +230,7 @@ def test_validation_hook_in_fit_and_in_trainer_validate_with_inference_mode(tmp_
     assert fresh.state_dict()["evaluations"] == 1
     assert fresh.probe is not None
     assert fresh.probe.source == "val"
-    assert (
-        tmp_path / "validate" / "explanations" / "epoch=000" / "gradcam.png"
-    ).is_file()
+    assert (tmp_path / "validate" / "explanations" / "epoch=000" / "gradcam.png").is_file()
 
 
 def test_bf16_mixed_precision_on_cpu(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_knn_accuracy_separates_clusters_and_caps_k() -> None:
     assert acc == 1.0
     shuffled = labels[torch.randperm(40, generator=g)]
     assert knn_accuracy(queries, labels[::2], bank, shuffled, num_classes=4, k=5) < 0.75
-    with pytest.raises(ValueError, match="knn_k=61. exceeds the bank size 40"):
+    with pytest.raises(ValueError, match=r"knn_k=61. exceeds the bank size 40"):
         knn_predict(queries, bank.t(), labels, 4, knn_k=61)
     with pytest.raises(ValueError, match="knn_t"):
         knn_predict(queries, bank.t(), labels, 4, knn_t=0.0)
@@ -109,11 +109,14 @@ def test_knn_set_is_seeded_labelled_and_leaves_the_global_rngs_alone() -> None:
     assert torch.equal(torch.get_rng_state(), before[0])
     assert np.array_equal(np.random.get_state()[1], before[1])
     assert random.getstate() == before[2]
-    assert torch.equal(a.bank, b.bank) and torch.equal(a.queries, b.queries)
-    assert a.bank.shape == (12, 3, 16, 16) and a.queries.shape == (5, 3, 16, 16)
+    assert torch.equal(a.bank, b.bank)
+    assert torch.equal(a.queries, b.queries)
+    assert a.bank.shape == (12, 3, 16, 16)
+    assert a.queries.shape == (5, 3, 16, 16)
     assert a.bank_labels.tolist() == [i % 2 for i in a.bank_indices]
     assert a.query_labels.tolist() == [i % 2 for i in a.query_indices]
-    assert a.num_classes == 2 and (a.bank_source, a.query_source) == ("train", "val")
+    assert a.num_classes == 2
+    assert (a.bank_source, a.query_source) == ("train", "val")
     # The first (augmented) view of each item, under the seed; stored exactly at float16.
     assert torch.equal(a.bank.half().float(), a.bank)
     c = draw_knn_set(train, val, n_bank=12, n_queries=5, seed=5)
@@ -121,7 +124,8 @@ def test_knn_set_is_seeded_labelled_and_leaves_the_global_rngs_alone() -> None:
 
     # Without a query set: a disjoint split of the bank's dataset (at most half are queries).
     split = draw_knn_set(train, None, n_bank=100, n_queries=100, seed=0)
-    assert len(split.queries) == 10 and len(split.bank) == 10
+    assert len(split.queries) == 10
+    assert len(split.bank) == 10
     assert not set(split.bank_indices) & set(split.query_indices)
     assert split.query_source == "train"
 
@@ -139,7 +143,8 @@ def test_knn_set_needs_labels_and_round_trips() -> None:
     data = knn.to_dict()
     assert data["bank"].dtype == torch.float16  # half the bytes in checkpoints
     back = KNNSet.from_dict(data)
-    assert torch.equal(back.bank, knn.bank) and torch.equal(back.query_labels, knn.query_labels)
+    assert torch.equal(back.bank, knn.bank)
+    assert torch.equal(back.query_labels, knn.query_labels)
     assert back.bank_indices == knn.bank_indices
 
 
@@ -279,8 +284,23 @@ def test_unlabelled_validation_falls_back_to_a_train_split(tmp_path: Path) -> No
     _fit(cb, tmp_path, model=PairVal(), max_epochs=1)
     knn = cb.probe.knn
     assert (knn.bank_source, knn.query_source) == ("train", "train")
-    assert len(knn.queries) == 6 and len(knn.bank) == 10
+    assert len(knn.queries) == 6
+    assert len(knn.bank) == 10
     assert not set(knn.bank_indices) & set(knn.query_indices)
+
+
+def test_trainer_validate_draws_bank_and_queries_from_the_validation_set(tmp_path: Path) -> None:
+    class ValidationOnly(SSL):  # type: ignore[misc, valid-type]
+        train_dataloader = None  # no training data anywhere
+
+    cb = PairExplanationCallback(["gradcam"], hook="validation_epoch_end", **KNN, **FAST)
+    tr = trainer(callbacks=[cb], default_root_dir=tmp_path, inference_mode=True)
+    tr.validate(ValidationOnly(), verbose=False)
+    knn = cb.probe.knn
+    assert (knn.bank_source, knn.query_source) == ("val", "val")
+    assert len(knn.bank) + len(knn.queries) == 8  # the validation set's 8 items, split
+    assert not set(knn.bank_indices) & set(knn.query_indices)
+    assert 0.0 <= float(tr.callback_metrics["explain/knn_accuracy"]) <= 1.0
 
 
 def test_unlabelled_data_and_a_bad_knn_embedding_fail_fast(tmp_path: Path) -> None:
@@ -306,7 +326,7 @@ def test_unlabelled_data_and_a_bad_knn_embedding_fail_fast(tmp_path: Path) -> No
         **KNN,
         **FAST,
     )
-    with pytest.raises(ValueError, match="kNN accuracy.*Check `knn_embedding="):
+    with pytest.raises(ValueError, match=r"kNN accuracy.*Check `knn_embedding="):
         _fit(cb, tmp_path / "b", max_epochs=1)
 
 

@@ -65,7 +65,8 @@ def check_tensorboard(
     assert [e.step for e in acc.Scalars("explain/sim")] == steps
     assert [e.value for e in acc.Scalars("explain/errors")] == [0.0] * len(steps)
     image = acc.Images(f"explain/{label}/pairs")[0]
-    assert (image.width, image.height) == (4 * size + 5 * 2, n_pairs * size + (n_pairs + 1) * 2)
+    tile = size * -(-96 // size)  # probes are enlarged to the 96 px minimum tile
+    assert (image.width, image.height) == (4 * tile + 5 * 2, n_pairs * tile + (n_pairs + 1) * 2)
 
 
 def check_mlflow(logger: Any, root: Path, *, steps: list[int], label: str = "gradcam") -> None:

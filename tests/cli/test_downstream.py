@@ -170,7 +170,7 @@ def test_logged_knn_accuracy_moves_and_matches_lightly(digits_run: DigitsRun) ->
     from lightning_explain.checkpoints import build_module, load_checkpoint
 
     rows = digits_run.rows
-    assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS))
+    assert [int(r["step"]) for r in rows] == [8 * (e + 1) for e in range(EPOCHS)]  # epoch ends
     accuracy = [float(r["explain/knn_accuracy"]) for r in rows]
     assert all(0.0 <= a <= 1.0 for a in accuracy)
     assert len(set(accuracy)) > 1, accuracy  # it changes over the epochs
@@ -207,7 +207,8 @@ def test_logged_correlations_match_scipy(digits_run: DigitsRun) -> None:
                 spearman = float(row[f"{key}/spearman"])
                 pearson = float(row[f"{key}/pearson"])
                 if len(set(accuracy[:n])) == 1 or len(set(scores)) == 1:
-                    assert math.isnan(spearman) and math.isnan(pearson)
+                    assert math.isnan(spearman)
+                    assert math.isnan(pearson)
                     continue
                 assert spearman == pytest.approx(
                     stats.spearmanr(scores, accuracy[:n]).statistic, abs=1e-5
@@ -302,7 +303,8 @@ def test_compare_shows_knn_accuracy_and_correlations(
     best = max(logged)
     assert {a["data-best"] for a in knn_cells if float(a["data-value"]) == best} == {"true"}
     assert len(page.rows) == len(METHODS) * len(METRICS)
-    assert page.images and page.images[0].startswith("data:image/png;base64,")
+    assert page.images
+    assert page.images[0].startswith("data:image/png;base64,")
 
     # The table equals the callback's last correlations (same pairs, images, n_steps, weights).
     last = digits_run.rows[-1]
@@ -349,9 +351,11 @@ def test_two_checkpoints_give_a_knn_column_and_undefined_correlations(
     )
     assert code == 0, err
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
-    assert 'data-col="knn_accuracy"' in html and 'id="correlation-table"' in html
+    assert 'data-col="knn_accuracy"' in html
+    assert 'id="correlation-table"' in html
     row = next(csv.DictReader((tmp_path / "correlations.csv").read_text().splitlines()))
-    assert row["n"] == "2" and math.isnan(float(row["spearman"]))
+    assert row["n"] == "2"
+    assert math.isnan(float(row["spearman"]))
     assert "knn_accuracy" in out  # the printed summary
 
 
@@ -397,17 +401,18 @@ def test_report_writes_markdown_csv_html_with_best_per_column(
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     for metric, cell in zip(METRICS, header[1:]):
         arrow = "↑" if metric_info(metric).higher_is_better else "↓"
-        assert cell == metric.replace("_", "\\_") + " " + arrow
+        assert cell == f"{metric} {arrow}"
     for line in lines[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        method = cells[0].replace("\\_", "_")
+        method = cells[0]
         for metric, cell in zip(METRICS, cells[1:]):
             assert cell.startswith("**") == (method in expected[metric]), (method, metric, cell)
     assert "kNN accuracy" in markdown
     assert "Digits \\<b\\>report\\</b\\> & co" in markdown
 
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "<b>report</b>" not in page and "Digits &lt;b&gt;report&lt;/b&gt; &amp; co" in page
+    assert "<b>report</b>" not in page
+    assert "Digits &lt;b&gt;report&lt;/b&gt; &amp; co" in page
     assert not re.search(r"""(src|href)\s*=""", page)  # self-contained: nothing is fetched
     marked = re.findall(r'data-col="(\w+)" data-value="[^"]*" data-best="true"', page)
     assert sorted(marked) == sorted(k for k in METRICS for _ in expected[k])
