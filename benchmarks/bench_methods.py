@@ -12,8 +12,10 @@ explains ``--pairs`` random pairs on a ResNet-18 embedding (torchvision ``resnet
 * the image passes counted during the warm-up run (images forwarded without autograd, and
   images forwarded with autograd on, i.e. for a backward pass), per pair;
 * the **floor**: the same counted passes as plain batches of the same sizes, with no method
-  around them (each distinct batch size timed separately, median of 3), and the ratio
-  method / floor (method overhead: building perturbed images, hooks, surrogate fits). Passes
+  around them (each distinct batch size timed once per repeat and multiplied by its count), and
+  the ratio method / floor (method overhead: building perturbed images, hooks, surrogate fits).
+  Each repeat times the method, its floor and the pair batch back to back, so that a change of
+  machine load affects numerator and denominators alike; the medians are reported. Passes
   whose backward stops early (CAM methods stop at the explained layer) are floored as full
   backwards, so ratios below 1 can occur.
 
@@ -37,6 +39,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -134,13 +137,13 @@ def method_options(name: str, size: int, *, cheap: bool, smoke: bool) -> dict[st
     if cheap:
         options.update(
             {
-                "conditional_occlusion": {"stride": 16},
-                "context_agnostic_occlusion": {"stride": 16},
+                "conditional_occlusion": {"stride": 32},
+                "context_agnostic_occlusion": {"stride": 32},
                 "pairwise_occlusion": {"n_erasures": 25},
-                "rise": {"n_masks": 100},
+                "rise": {"n_masks": 50},
                 "smoothgrad": {"n_samples": 10},
                 "integrated_gradients": {"n_steps": 8},
-                "pixel_invariance": {"n_augmentations": 100},
+                "pixel_invariance": {"n_augmentations": 50},
             }.get(name, {})
         )
     return options
@@ -180,19 +183,19 @@ def describe(options: dict[str, Any]) -> str:
 
 
 class Floor:
-    """Times plain batches of given sizes (cached per ``(size, autograd)``)."""
+    """Plain batches of the model: forward only, or forward + backward to the input."""
 
     def __init__(self, net: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
         self.net = net
         self.shape = shape
         self.device = device
-        self.cache: dict[tuple[int, bool], float] = {}
+        self.runners: dict[tuple[int, bool], Callable[[], None]] = {}
         g = torch.Generator().manual_seed(1)
         self.v = torch.randn(4096, 512, generator=g).to(device)
 
-    def batch(self, n: int, grad: bool) -> float:
+    def runner(self, n: int, grad: bool) -> Callable[[], None]:
         key = (n, grad)
-        if key not in self.cache:
+        if key not in self.runners:
             x = torch.rand(n, *self.shape, device=self.device)
             v = self.v[:n] if n <= self.v.shape[0] else torch.randn(n, 512, device=self.device)
 
@@ -203,11 +206,18 @@ class Floor:
                     forward_only(self.net, x)
 
             run()  # warm-up
-            self.cache[key] = median_time(run, self.device, 3)
-        return self.cache[key]
+            self.runners[key] = run
+        return self.runners[key]
+
+    def batch(self, n: int, grad: bool) -> float:
+        """Seconds of one batch of ``n`` images."""
+        return timed(self.runner(n, grad), self.device)
 
     def calls(self, calls: list[tuple[int, bool]]) -> float:
-        return sum(self.batch(n, grad) for n, grad in calls)
+        """Seconds of the given ``(batch size, autograd)`` passes; each distinct batch is timed
+        once and multiplied by its count."""
+        counts = Counter(calls)
+        return sum(count * self.batch(n, grad) for (n, grad), count in counts.items())
 
 
 def bench_size(
@@ -222,14 +232,15 @@ def bench_size(
     shape = (3, size, size)
     x1 = torch.rand(args.pairs, *shape, generator=g).to(device)
     x2 = (x1.flip(-1) + 0.05 * torch.randn(x1.shape, generator=g).to(device)).clamp(0, 1)
-    pair_batch = torch.cat([x1, x2])
+    n_pair = 2 * args.pairs  # images in the pair batch cat([x1, x2])
     floor = Floor(net, shape, device)
-    t_fwd = floor.batch(pair_batch.shape[0], False)
-    t_fb = floor.batch(pair_batch.shape[0], True)
+    t_fwd = statistics.median(floor.batch(n_pair, False) for _ in range(3))
+    t_fb = statistics.median(floor.batch(n_pair, True) for _ in range(3))
     print(
-        f"{size}px: one forward of the pair batch ({pair_batch.shape[0]} images): {t_fwd:.4f} s, "
+        f"{size}px: one forward of the pair batch ({n_pair} images): {t_fwd:.4f} s, "
         f"forward+backward: {t_fb:.4f} s (ratio {t_fb / t_fwd:.2f}), median of 3"
     )
+    print(TABLE_HEADER, flush=True)
     rows = []
     for name in methods:
         options = method_options(name, size, cheap=cheap, smoke=args.smoke)
@@ -239,8 +250,17 @@ def bench_size(
         def run(name: str = name, options: dict[str, Any] = options) -> None:
             explain(net, x1, x2, method=name, **options)
 
-        t = median_time(run, device, args.repeats)
-        t_floor = floor.calls(counter.calls)
+        # Interleaved: each repeat times the method, then its floor and the pair batch, so
+        # that a change of machine load hits the numerator and the denominators alike.
+        times: dict[str, list[float]] = {"method": [], "floor": [], "fwd": [], "fb": []}
+        for _ in range(args.repeats):
+            times["method"].append(timed(run, device))
+            times["floor"].append(floor.calls(counter.calls))
+            times["fwd"].append(floor.batch(n_pair, False))
+            times["fb"].append(floor.batch(n_pair, True))
+        t, t_floor, t_fwd, t_fb = (
+            statistics.median(times[k]) for k in ("method", "floor", "fwd", "fb")
+        )
         n_fwd = sum(n for n, grad in counter.calls if not grad) / args.pairs
         n_fb = sum(n for n, grad in counter.calls if grad) / args.pairs
         scale = work_scale(name, size, options) if cheap and not args.smoke else 1.0
@@ -260,7 +280,7 @@ def bench_size(
                 "est_pair": t / args.pairs * scale,
             }
         )
-        sys.stdout.flush()
+        print(table_row(rows[-1]), flush=True)
     return rows
 
 
@@ -284,19 +304,20 @@ def chunk_throughput(
     return out
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    print(
-        "| size | method | options | fwd imgs/pair | f+b imgs/pair | s/pair | x fwd | x f+b "
-        "| floor s/pair | method/floor | est. default s/pair |"
+TABLE_HEADER = (
+    "| size | method | options | fwd imgs/pair | f+b imgs/pair | s/pair | x fwd | x f+b "
+    "| floor s/pair | method/floor | est. default s/pair |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def table_row(r: dict[str, Any]) -> str:
+    est = f"{r['est_pair']:.3f} (x{r['scale']:.2f})" if r["scale"] != 1.0 else "same"
+    return (
+        f"| {r['size']} | {r['method']} | {r['options']} | {r['fwd']:g} | {r['fb']:g} "
+        f"| {r['s_pair']:.4f} | {r['x_fwd']:.1f} | {r['x_fb']:.1f} | {r['floor_pair']:.4f} "
+        f"| {r['ratio']:.2f} | {est} |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        est = f"{r['est_pair']:.3f} (x{r['scale']:.2f})" if r["scale"] != 1.0 else "same"
-        print(
-            f"| {r['size']} | {r['method']} | {r['options']} | {r['fwd']:.0f} | {r['fb']:.0f} "
-            f"| {r['s_pair']:.4f} | {r['x_fwd']:.1f} | {r['x_fb']:.1f} | {r['floor_pair']:.4f} "
-            f"| {r['ratio']:.2f} | {est} |"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,7 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
         rows += bench_size(net, size, methods, args, device)
-    print_table(rows)
+    print("all sizes:")
+    print(TABLE_HEADER)
+    for r in rows:
+        print(table_row(r))
     if args.chunk_sizes:
         print(
             "forward throughput by chunk size (ms per image, inference mode, "

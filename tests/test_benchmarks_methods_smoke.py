@@ -35,7 +35,7 @@ def test_bench_methods_smoke():
     assert "| size | method | options | fwd imgs/pair | f+b imgs/pair | s/pair |" in out, out
     number = r"\d+(\.\d+)?"
     for name in list_methods():
-        row = rf"^\| 32 \| {name} \| [^|]+ \| \d+ \| \d+ \| {number} \| {number} \| {number} \|"
+        row = rf"^\| 32 \| {name} \| [^|]+ \| {number} \| {number} \| {number} \| {number} \| {number} \|"
         assert re.search(row, out, re.M), f"no table row for {name}:\n{out}"
     # The pass counts are the ones the methods are documented to make: the gradient-free
     # perturbation methods never forward with autograd on, the gradient methods do.

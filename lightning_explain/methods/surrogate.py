@@ -256,20 +256,26 @@ def _augment(x: Tensor, params: AugmentParams) -> Tensor:
     lo, hi = _value_range(x)
     f = params.factors.to(x.dtype)
     rgb = c == 3
-    out = x
+    out = x.clone()
+    # At each of the 4 positions every jittered image applies one operation: each operation runs
+    # on the rows that apply it there (about a fifth of the rows), not on all rows.
     for pos in range(4):
-        op = params.order[:, pos].view(-1, 1, 1, 1)
-        gray = _gray(out)
-        bright = _blend(out, torch.zeros_like(out), f[:, 0].view(-1, 1, 1, 1), lo, hi)
-        mean = gray.mean(dim=(1, 2, 3), keepdim=True)
-        contrast = _blend(out, mean, f[:, 1].view(-1, 1, 1, 1), lo, hi)
-        step = torch.where(op == 0, bright, torch.where(op == 1, contrast, out))
-        if rgb:
-            saturation = _blend(out, gray, f[:, 2].view(-1, 1, 1, 1), lo, hi)
-            hue = _adjust_hue(out, f[:, 3].view(-1, 1, 1))
-            step = torch.where(op == 2, saturation, torch.where(op == 3, hue, step))
-        out = step
-    out = torch.where(params.jitter.view(-1, 1, 1, 1), out, x)
+        op = params.order[:, pos]
+        for k in range(4 if rgb else 2):
+            rows = torch.nonzero(params.jitter & (op == k)).squeeze(1)
+            if rows.numel() == 0:
+                continue
+            xs, ls, hs = out[rows], lo[rows], hi[rows]
+            factor = f[rows, k].view(-1, 1, 1, 1)
+            if k == 0:  # brightness
+                y = _blend(xs, torch.zeros_like(xs), factor, ls, hs)
+            elif k == 1:  # contrast
+                y = _blend(xs, _gray(xs).mean(dim=(1, 2, 3), keepdim=True), factor, ls, hs)
+            elif k == 2:  # saturation
+                y = _blend(xs, _gray(xs), factor, ls, hs)
+            else:  # hue
+                y = _adjust_hue(xs, factor.view(-1, 1, 1))
+            out[rows] = y
     if rgb:
         out = torch.where(params.gray.view(-1, 1, 1, 1), _gray(out).expand_as(out), out)
     top, left, eh, ew = (v.view(-1, 1, 1) for v in params.box.unbind(dim=1))
