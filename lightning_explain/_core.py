@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Union, cast
+from typing import Any, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +36,13 @@ __all__ = [
     "DEFAULT_CHUNK",
     "Model",
     "PairContext",
+    "attribute_embedding",
     "check_embedding",
     "check_heatmap",
     "check_pair",
     "finalize_maps",
     "find_modules",
+    "forward_embedding",
     "gaussian_blur",
     "guided_relu",
     "pair_context",
@@ -337,6 +339,28 @@ class PairContext:
             h2=finalize_maps(raw2, self.size, minmax=minmax),
             sim=sim.detach().float(),
         )
+
+
+def forward_embedding(module: Any, x: Tensor) -> Tensor:
+    """The embedding of a LightningModule's ``forward``: ``module(x)``."""
+    z: Tensor = module(x)
+    return z
+
+
+def attribute_embedding(path: str, module: Any, x: Tensor) -> Tensor:
+    """The embedding of the submodule or method at the dotted ``path`` of ``module``.
+
+    ``attribute_embedding("backbone", m, x)`` is ``m.backbone(x)``, flattened to ``(B, D)`` when the
+    output has more than two dimensions (pooled ``(B, D, 1, 1)`` features).
+    """
+    target: Any = module
+    for part in path.split("."):
+        target = getattr(target, part)
+    z = target(x)
+    if isinstance(z, Tensor) and z.ndim > 2:
+        z = z.flatten(1)
+    out: Tensor = z
+    return out
 
 
 def check_embedding(z: object, x: Tensor, *, owner: str) -> Tensor:

@@ -38,6 +38,8 @@ import torch
 from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_explain._core import attribute_embedding as _attribute_embedding
+from lightning_explain._core import forward_embedding as _forward_embedding
 from lightning_explain._lightning import callback_base, default_namespace, resolve_dotted
 from lightning_explain._lightning import unsupported_strategy as _unsupported_strategy
 from lightning_explain.downstream import (
@@ -211,22 +213,6 @@ def parse_methods(methods: object, *, owner: str = _OWNER) -> list[MethodSpec]:
 
 # --------------------------------------------------------------------------------------------------
 # Embedding
-
-
-def _forward_embedding(module: Any, x: Tensor) -> Tensor:
-    out: Tensor = module(x)
-    return out
-
-
-def _attribute_embedding(path: str, module: Any, x: Tensor) -> Tensor:
-    target: Any = module
-    for part in path.split("."):
-        target = getattr(target, part)
-    z = target(x)
-    if isinstance(z, Tensor) and z.ndim > 2:
-        z = z.flatten(1)
-    out: Tensor = z
-    return out
 
 
 def _embed(fn: EmbeddingFn, precision: Any, module: Any, x: Tensor) -> Tensor:

@@ -47,6 +47,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_explain._core import attribute_embedding as _attribute_embedding
+from lightning_explain._core import forward_embedding as _forward_embedding
 from lightning_explain.dashboard import DashboardData
 from lightning_explain.downstream import KNNSet
 from lightning_explain.probe import ProbeSet
@@ -482,22 +484,6 @@ def _import_function(path: str, flag: str = "--embedding") -> Callable[..., Any]
         raise CLIError(f"{flag} {path!r} names a {type(obj).__name__}, not a function.")
     fn: Callable[..., Any] = obj
     return fn
-
-
-def _forward_embedding(module: Any, x: Tensor) -> Tensor:
-    z: Tensor = module(x)
-    return z
-
-
-def _attribute_embedding(path: str, module: Any, x: Tensor) -> Tensor:
-    target: Any = module
-    for part in path.split("."):
-        target = getattr(target, part)
-    z = target(x)
-    if isinstance(z, Tensor) and z.ndim > 2:
-        z = z.flatten(1)
-    out: Tensor = z
-    return out
 
 
 def _has_attribute_path(module: object, path: str) -> bool:
