@@ -84,15 +84,21 @@ def check_mode(mode: object, *, owner: str) -> Mode:
 def default_batch_size(x: Tensor) -> int:
     """Default number of images per forward pass for image batch ``x``.
 
-    CPU (and non-CUDA devices): :data:`CPU_BATCH_CAP`. CUDA: a quarter of the free device memory
+    :func:`lightning_explain._perf.auto_batch_size`: on CUDA a quarter of the free device memory
     divided by an activation estimate of :data:`CUDA_BYTES_PER_INPUT_BYTE` bytes per input byte,
-    capped at :data:`CUDA_BATCH_CAP` (``torch.cuda.mem_get_info``; no allocator state is touched).
+    capped at :data:`CUDA_BATCH_CAP` (``torch.cuda.mem_get_info``; no allocator state is touched);
+    elsewhere a 2 GiB budget, capped at :data:`CPU_BATCH_CAP`.
     """
-    if x.device.type != "cuda":
-        return CPU_BATCH_CAP
-    free, _ = torch.cuda.mem_get_info(x.device)
-    per_image = max(1, x[0].numel() * x.element_size() * CUDA_BYTES_PER_INPUT_BYTE)
-    return int(max(1, min(CUDA_BATCH_CAP, (free // 4) // per_image)))
+    from lightning_explain._perf import auto_batch_size
+
+    cap = CUDA_BATCH_CAP if x.device.type == "cuda" else CPU_BATCH_CAP
+    return auto_batch_size(
+        x.device,
+        tuple(x.shape[1:]),
+        cap,
+        dtype=x.dtype,
+        bytes_per_input_byte=CUDA_BYTES_PER_INPUT_BYTE,
+    )
 
 
 def resolve_batch_size(batch_size: object, x: Tensor, *, owner: str) -> int:
