@@ -38,17 +38,15 @@ import argparse
 import cProfile
 import json
 import pstats
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _common import ForwardRecorder, machine_line, median_time, resnet18_embedding
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -59,38 +57,6 @@ GOAL = 0.05
 
 # --------------------------------------------------------------------------------------------------
 # Models and data
-
-
-def resnet18_embedding(device: torch.device) -> nn.Module:
-    from torchvision.models import resnet18
-
-    torch.manual_seed(0)
-    net = resnet18(weights=None)
-    net.fc = nn.Identity()
-    model: nn.Module = net.eval().to(device)
-    return model
-
-
-class Recorder(nn.Module):
-    """Wraps an embedding model; records every forward's batch size and input bytes."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.reset()
-
-    def reset(self) -> None:
-        self.images = 0
-        self.max_batch = {False: 0, True: 0}
-        self.max_bytes = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        grad = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
-        self.images += int(x.shape[0])
-        self.max_batch[grad] = max(self.max_batch[grad], int(x.shape[0]))
-        self.max_bytes = max(self.max_bytes, x.numel() * x.element_size())
-        z: Tensor = self.net(x)
-        return z
 
 
 def smooth_images(n: int, size: int, seed: int) -> Tensor:
@@ -151,24 +117,7 @@ def make_module(size: int, n_items: int) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------
-# Timing helpers
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    return statistics.median(timed(fn, device) for _ in range(repeats))
+# Training steps and probe sets
 
 
 def train_step_times(
@@ -283,10 +232,10 @@ def evaluation(
 
     callback = PairExplanationCallback(pairing="dataset", **kwargs)
     callback.load_probe(probe_path)
-    recorder = Recorder(net)
+    recorder = ForwardRecorder(net)
     callback.compute_scores(recorder)  # warm-up and the forward count
     images = recorder.images
-    max_batch = dict(recorder.max_batch)
+    max_batch = {grad: recorder.max_batch(grad) for grad in (False, True)}
     max_bytes = recorder.max_bytes
     seconds = median_time(lambda: callback.compute_scores(recorder), device, repeats)
     return {"seconds": seconds, "images": images, "max_batch": max_batch, "max_bytes": max_bytes}
@@ -381,10 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_explain.callback import DEFAULT_METHODS
 
     train_batch = 16 if args.smoke else CIFAR_BATCH
-    print(
-        f"device: {device} (torch {torch.__version__}, threads: {torch.get_num_threads()}), "
-        f"size: {args.size}px, repeats: {args.repeats} (median)"
-    )
+    print(f"{machine_line(device)}, size: {args.size}px, repeats: {args.repeats} (median)")
 
     # 1. Epoch time
     t_step, t_step2 = train_step_times(device, train_batch, args.size, args.train_steps)

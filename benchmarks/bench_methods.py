@@ -38,60 +38,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _common import ForwardRecorder, machine_line, median_time, resnet18_embedding, timed
 from torch import Tensor, nn
 
 from lightning_explain import explain, list_methods, method_info
 from lightning_explain.methods.occlusion import window_starts
 
 PAPER_SIZE = 224
-
-
-class CountingModel(nn.Module):
-    """Wraps an embedding model; records ``(batch size, autograd on)`` of every forward call."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.calls: list[tuple[int, bool]] = []
-
-    def forward(self, x: Tensor) -> Tensor:
-        grad = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
-        self.calls.append((int(x.shape[0]), grad))
-        z: Tensor = self.net(x)
-        return z
-
-
-def resnet18_embedding(device: torch.device) -> nn.Module:
-    from torchvision.models import resnet18
-
-    torch.manual_seed(0)
-    net = resnet18(weights=None)
-    net.fc = nn.Identity()
-    model: nn.Module = net.eval().to(device)
-    return model
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def forward_only(net: nn.Module, x: Tensor) -> None:
@@ -244,7 +202,7 @@ def bench_size(
     rows = []
     for name in methods:
         options = method_options(name, size, cheap=cheap, smoke=args.smoke)
-        counter = CountingModel(net)
+        counter = ForwardRecorder(net)
         explain(counter, x1, x2, method=name, **options)  # warm-up and pass count
 
         def run(name: str = name, options: dict[str, Any] = options) -> None:
@@ -351,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     net = resnet18_embedding(device)
     print(
-        f"device: {device} (torch {torch.__version__}, threads: {torch.get_num_threads()}), "
-        f"pairs: {args.pairs}, sizes: {args.sizes}, repeats: {args.repeats} (median)"
+        f"{machine_line(device)}, pairs: {args.pairs}, sizes: {args.sizes}, repeats: {args.repeats} (median)"
     )
     rows: list[dict[str, Any]] = []
     for size in args.sizes:

@@ -25,11 +25,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _common import ForwardRecorder, resnet18_embedding, timed
 from torch import Tensor, nn
 
 from lightning_explain.metrics import evaluate
@@ -40,48 +39,6 @@ KEYS = [
     "deletion_simultaneous",
     "deletion_conditional",
 ]
-
-
-class CountingModel(nn.Module):
-    """Wraps an embedding model and counts forward calls and images."""
-
-    def __init__(self, net: nn.Module, record: bool = False) -> None:
-        super().__init__()
-        self.net = net
-        self.calls = 0
-        self.images = 0
-        self.recorded: list[Tensor] | None = [] if record else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.calls += 1
-        self.images += int(x.shape[0])
-        if self.recorded is not None:
-            self.recorded.append(x.clone())
-        z: Tensor = self.net(x)
-        return z
-
-
-def resnet18_embedding(device: torch.device) -> nn.Module:
-    from torchvision.models import resnet18
-
-    torch.manual_seed(0)
-    net = resnet18(weights=None)
-    net.fc = nn.Identity()
-    model: nn.Module = net.eval().to(device)
-    return model
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
 
 
 def replay_run(net: nn.Module, batches: list[Tensor]) -> None:
@@ -165,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device(args.device)
     net = resnet18_embedding(device)
-    counter = CountingModel(net, record=args.floor == "replay")
+    counter = ForwardRecorder(net, record_inputs=args.floor == "replay")
     g = torch.Generator().manual_seed(0)
     shape = (3, args.size, args.size)
     x1 = torch.rand(args.pairs, *shape, generator=g).to(device)
@@ -179,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     scores = run_metrics(counter)  # warm-up, the forward count and the recorded batches
-    n_images, n_calls = counter.images, counter.calls
-    recorded = counter.recorded or []
-    counter.recorded = None
+    n_images, n_calls = counter.images, len(counter.calls)
+    recorded = counter.inputs or []
+    counter.inputs = None
     floor_run(net, args.batch_size, args.batch_size, shape)  # warm-up
     metric_times, replay_times, random_times = [], [], []
     for _ in range(args.repeats):  # interleaved, so that load changes hit all alike

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lightning_explain._perf import perturbation_autocast
 from lightning_explain.explain import explain
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods import get_method, list_methods, method_info
@@ -32,6 +33,7 @@ __all__ = [
     "list_similarities",
     "method_info",
     "metric_info",
+    "perturbation_autocast",
 ]
 
 

@@ -33,10 +33,10 @@ from lightning_explain.explanation import PairExplanation
 from lightning_explain.similarity import SimilarityFn, resolve_similarity
 
 __all__ = [
-    "DEFAULT_CHUNK",
     "Model",
     "PairContext",
     "attribute_embedding",
+    "check_batch_size",
     "check_embedding",
     "check_heatmap",
     "check_pair",
@@ -45,6 +45,7 @@ __all__ = [
     "forward_embedding",
     "gaussian_blur",
     "guided_relu",
+    "has_attribute_path",
     "pair_context",
     "removable_hooks",
     "upsample_maps",
@@ -52,10 +53,6 @@ __all__ = [
 
 Model = Union[nn.Module, Callable[[Tensor], Tensor]]
 """An embedding model: maps ``(B, C, H, W)`` images to ``(B, D)`` embeddings."""
-
-DEFAULT_CHUNK = 64
-"""Default number of images per forward pass for perturbation methods and metrics."""
-
 
 # --------------------------------------------------------------------------------------------------
 # Input validation
@@ -321,10 +318,42 @@ class PairContext:
         z = self.model(x)
         return check_embedding(z, x, owner=self.owner)
 
-    def embed_chunked(self, x: Tensor, batch_size: int) -> Tensor:
-        """Embed ``(N, C, H, W)`` images in chunks of ``batch_size``, without autograd."""
+    def embed_chunked(self, x: Tensor, batch_size: int, *, autocast: bool = True) -> Tensor:
+        """Embed ``(N, C, H, W)`` images in chunks of ``batch_size``, without autograd.
+
+        Inside :func:`lightning_explain.perturbation_autocast` the forwards run under autocast and
+        the embeddings come back as float32 (unless ``autocast=False``: the targets of gradient
+        methods stay in the caller's precision).
+        """
+        from lightning_explain._perf import autocast_forward
+
+        forward = functools.partial(autocast_forward, self.model) if autocast else self.model
         with torch.inference_mode():
-            return torch.cat([self.embed(c) for c in torch.split(x, batch_size)])
+            return torch.cat(
+                [
+                    check_embedding(forward(c), c, owner=self.owner)
+                    for c in torch.split(x, batch_size)
+                ]
+            )
+
+    def chunk_size(self, batch_size: int | None, *, autograd: bool = False) -> int:
+        """``batch_size`` if given, else a default for these images on this device.
+
+        The default is :func:`lightning_explain._perf.auto_batch_size` (CUDA: from the free
+        memory, at most 1024; CPU: a 256 MiB activation budget, at most 256), with a doubled
+        activation estimate for chunks that also run a backward pass (``autograd=True``).
+        """
+        if batch_size is not None:
+            return batch_size
+        from lightning_explain import _perf
+
+        per_byte = _perf.AUTOGRAD_BYTES_PER_INPUT_BYTE if autograd else _perf.BYTES_PER_INPUT_BYTE
+        return _perf.auto_batch_size(
+            self.device,
+            tuple(self.x1.shape[1:]),
+            dtype=self.x1.dtype,
+            bytes_per_input_byte=per_byte,
+        )
 
     def generator(self, seed: int) -> torch.Generator:
         """A fresh generator on the input device, seeded with ``seed``."""
@@ -361,6 +390,17 @@ def attribute_embedding(path: str, module: Any, x: Tensor) -> Tensor:
         z = z.flatten(1)
     out: Tensor = z
     return out
+
+
+def has_attribute_path(module: object, path: str) -> bool:
+    """Whether the dotted ``path`` (``"backbone"``, ``"model.encoder"``) names a callable
+    attribute of ``module``."""
+    target: object = module
+    for part in path.split("."):
+        if not part.isidentifier() or not hasattr(target, part):
+            return False
+        target = getattr(target, part)
+    return callable(target)
 
 
 def check_embedding(z: object, x: Tensor, *, owner: str) -> Tensor:
@@ -444,6 +484,19 @@ def pair_context(
 def n_chunks(total: int, chunk: int) -> int:
     """Number of chunks of size ``chunk`` covering ``total`` items."""
     return max(1, math.ceil(total / chunk))
+
+
+def check_batch_size(value: object, *, owner: str, name: str = "batch_size") -> int | None:
+    """Return ``value`` if it is None (choose per device, see :meth:`PairContext.chunk_size`) or a
+    positive int; otherwise raise a clear error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"`{owner}`: expected `{name}` to be a positive int or None (chosen from the device's "
+            f"memory), but got {value!r}."
+        )
+    return check_positive_int(value, name=name, owner=owner)
 
 
 def check_positive_int(value: object, *, name: str, owner: str, minimum: int = 1) -> int:

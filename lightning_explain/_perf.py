@@ -7,26 +7,35 @@ masks. :func:`auto_batch_size` picks that chunk from the memory the device has f
 * CUDA: a fraction of the free device memory (``torch.cuda.mem_get_info`` plus the memory this
   process's caching allocator holds but does not use) divided by an activation estimate per
   image, capped at :data:`CUDA_CAP`. Reading these counters does not change the allocator state.
-* CPU and other devices: a fixed memory budget (:data:`CPU_BUDGET_BYTES`) divided by the same
-  estimate, capped at :data:`CPU_CAP`. On a CPU, chunks beyond a few dozen images gain little
-  throughput (see ``docs/performance.md``), so the cap matters more than the memory estimate,
-  except for large images (224 px: 55 images).
+* CPU and other devices: a fixed budget (:data:`CPU_BUDGET_BYTES`) divided by the same estimate,
+  capped at :data:`CPU_CAP`. The budget is small on purpose: on a CPU, a chunk whose activations
+  outgrow the caches runs slower per image (ResNet-18 on 2 cores: 224 px images take 22 ms each
+  in chunks of 4 and 33 ms in chunks of 256; 32 px images are fastest in chunks of 128-256; see
+  ``docs/performance.md``). It gives 256 images at 32 px, 85 at 64 px and 6 at 224 px.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Union
 
 import torch
+from torch import Tensor
 
 __all__ = [
+    "AUTOCAST_DTYPES",
+    "AUTOGRAD_BYTES_PER_INPUT_BYTE",
     "BYTES_PER_INPUT_BYTE",
     "CPU_BUDGET_BYTES",
     "CPU_CAP",
     "CUDA_CAP",
     "CUDA_FREE_FRACTION",
     "auto_batch_size",
+    "autocast_dtype",
+    "perturbation_autocast",
 ]
 
 CUDA_CAP = 1024
@@ -35,8 +44,9 @@ CUDA_CAP = 1024
 CPU_CAP = 256
 """Most images per forward pass on CPU (and other non-CUDA devices)."""
 
-CPU_BUDGET_BYTES = 2 * 1024**3
-"""Activation memory a CPU chunk may use (by the :data:`BYTES_PER_INPUT_BYTE` estimate)."""
+CPU_BUDGET_BYTES = 256 * 1024**2
+"""Activation memory a CPU chunk may use (by the :data:`BYTES_PER_INPUT_BYTE` estimate), i.e.
+4 MiB of float32 input images per chunk."""
 
 CUDA_FREE_FRACTION = 0.25
 """Share of the free CUDA memory one chunk may use."""
@@ -45,6 +55,11 @@ BYTES_PER_INPUT_BYTE = 64
 """Activation memory assumed per byte of input image. Generous for ResNet-style encoders: a
 ResNet-18 forward under ``torch.inference_mode`` peaks at roughly 10-20 bytes per input byte, a
 forward kept for a backward pass at roughly 40."""
+
+AUTOGRAD_BYTES_PER_INPUT_BYTE = 128
+"""Activation memory assumed per input byte for chunks that go through a forward *and* a backward
+pass (SmoothGrad, Integrated Gradients, averaged transforms): the forward's activations are kept
+for the backward, and the backward allocates gradients of the same size."""
 
 
 def _check_shape(image_shape: object) -> tuple[int, ...]:
@@ -82,7 +97,7 @@ def auto_batch_size(
     Returns:
         An int in ``[1, cap]``: ``budget // (prod(image_shape) * itemsize * bytes_per_input_byte)``
         with ``budget`` a quarter of the free CUDA memory (plus the unused part of this process's
-        CUDA cache) or :data:`CPU_BUDGET_BYTES` (2 GiB) on other devices.
+        CUDA cache) or :data:`CPU_BUDGET_BYTES` (256 MiB) on other devices.
 
     Raises:
         ValueError: a malformed ``image_shape``, or ``cap``/``bytes_per_input_byte`` below 1.
@@ -91,8 +106,10 @@ def auto_batch_size(
     Example:
         >>> auto_batch_size("cpu", (3, 32, 32))
         256
+        >>> auto_batch_size("cpu", (3, 64, 64))
+        85
         >>> auto_batch_size("cpu", (3, 224, 224))
-        55
+        6
     """
     shape = _check_shape(image_shape)
     for name, value in (("cap", cap), ("bytes_per_input_byte", bytes_per_input_byte)):
@@ -115,3 +132,100 @@ def auto_batch_size(
         budget = CPU_BUDGET_BYTES
         limit = CPU_CAP if cap is None else cap
     return int(max(1, min(limit, budget // per_image)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Opt-in mixed precision for the perturbation forwards
+
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+"""Names accepted for the autocast dtype (and the dtypes themselves)."""
+
+_AUTOCAST: ContextVar[Union[torch.dtype, None]] = ContextVar(
+    "lightning_explain_perturbation_autocast", default=None
+)
+
+
+def check_autocast_dtype(dtype: object, *, name: str = "dtype", owner: str) -> torch.dtype:
+    """``dtype`` as a half-precision ``torch.dtype``; accepts the names of :data:`AUTOCAST_DTYPES`.
+
+    Raises:
+        ValueError: an unknown name or a dtype other than float16/bfloat16.
+    """
+    if isinstance(dtype, str) and dtype in AUTOCAST_DTYPES:
+        return AUTOCAST_DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float16, torch.bfloat16):
+        return dtype
+    raise ValueError(
+        f"`{owner}`: expected `{name}` to be one of {sorted(AUTOCAST_DTYPES)} (or "
+        f"torch.bfloat16 / torch.float16), but got {dtype!r}. bfloat16 is the safe choice: it "
+        "keeps float32's range."
+    )
+
+
+@contextmanager
+def perturbation_autocast(
+    dtype: Union[str, torch.dtype] = torch.bfloat16, *, enabled: bool = True
+) -> Iterator[None]:
+    """Run the perturbation forwards of every method and metric called inside under autocast.
+
+    The perturbation forwards are the chunked, gradient-free passes over occluded, masked,
+    augmented or partly deleted images (occlusion, RISE, Pixel Invariance, insertion/deletion,
+    average drop/increase) and the embeddings of the intact images they are compared with; they
+    are nearly all of the cost of those methods and metrics. Inside this context they run under
+    ``torch.autocast(device_type=<the images' device>, dtype=dtype)`` and their embeddings are
+    cast back to float32 before any similarity is taken, so curves, scores and maps are computed
+    in float32 from half-precision forwards. Passes that take gradients (Grad-CAM, the gradient
+    methods) are left in the caller's precision. Off by default: half-precision embeddings move
+    similarities by about 1e-3 (bfloat16), which is below what the metrics resolve but not
+    bit-identical.
+
+    Inside a Lightning callback the trainer's precision plugin (``Trainer(precision="bf16-mixed")``)
+    already wraps every forward of the callback; use the callback's ``autocast`` argument to get
+    this behaviour with a full-precision trainer.
+
+    Args:
+        dtype: ``torch.bfloat16`` (default) or ``torch.float16``, or their names ``"bf16"``,
+            ``"fp16"``.
+        enabled: ``False`` makes the context a no-op (handy for a flag).
+
+    Raises:
+        ValueError: another dtype.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lightning_explain import evaluate, perturbation_autocast
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> x1, x2 = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+        >>> maps = (torch.rand(2, 16, 16), torch.rand(2, 16, 16))
+        >>> with perturbation_autocast("bf16"):
+        ...     scores = evaluate(net, x1, x2, maps, ["deletion_conditional"], n_steps=8)
+        >>> scores["deletion_conditional"].dtype
+        torch.float32
+    """
+    resolved = check_autocast_dtype(dtype, owner="perturbation_autocast")
+    token = _AUTOCAST.set(resolved if enabled else None)
+    try:
+        yield
+    finally:
+        _AUTOCAST.reset(token)
+
+
+def autocast_dtype() -> Union[torch.dtype, None]:
+    """The dtype of the enclosing :func:`perturbation_autocast`, or None."""
+    return _AUTOCAST.get()
+
+
+def autocast_forward(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``model(x)`` under the enclosing :func:`perturbation_autocast` (if any), as float32."""
+    dtype = _AUTOCAST.get()
+    if dtype is None:
+        return model(x)
+    with torch.autocast(device_type=x.device.type, dtype=dtype):
+        z = model(x)
+    return z.float() if isinstance(z, Tensor) and z.is_floating_point() else z

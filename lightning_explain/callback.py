@@ -40,8 +40,10 @@ from torch import Tensor, nn
 
 from lightning_explain._core import attribute_embedding as _attribute_embedding
 from lightning_explain._core import forward_embedding as _forward_embedding
+from lightning_explain._core import has_attribute_path as _has_attribute_path
 from lightning_explain._lightning import callback_base, default_namespace, resolve_dotted
 from lightning_explain._lightning import unsupported_strategy as _unsupported_strategy
+from lightning_explain._perf import check_autocast_dtype, perturbation_autocast
 from lightning_explain.downstream import (
     Correlation,
     DownstreamPoint,
@@ -228,15 +230,6 @@ def _embed(fn: EmbeddingFn, precision: Any, module: Any, x: Tensor) -> Tensor:
     return z
 
 
-def _has_attribute_path(module: object, path: str) -> bool:
-    target: object = module
-    for part in path.split("."):
-        if not part.isidentifier() or not hasattr(target, part):
-            return False
-        target = getattr(target, part)
-    return callable(target)
-
-
 # --------------------------------------------------------------------------------------------------
 # Results of one evaluation
 
@@ -387,6 +380,7 @@ class PairExplanationLogic:
         augment_transform: TransformSpec = None,
         seed: int = 0,
         batch_size: int | None = None,
+        autocast: str | None = None,
         log_images: bool = True,
         on_error: OnError = "warn",
         n_steps: int = 32,
@@ -457,6 +451,12 @@ class PairExplanationLogic:
         self.seed = seed
         self.batch_size = (
             None if batch_size is None else self._positive_int(batch_size, "batch_size")
+        )
+        self.autocast = autocast
+        self._autocast_dtype = (
+            None
+            if autocast is None
+            else check_autocast_dtype(autocast, name="autocast", owner=_OWNER)
         )
         self.log_images = bool(log_images)
         if on_error not in ("warn", "raise"):
@@ -695,7 +695,8 @@ class PairExplanationLogic:
 
         Returns the scalars the callback logs (``explain/sim``, ``explain/<label>/<metric>`` and,
         with ``knn_k`` set and a kNN set stored with the probe set, ``explain/knn_accuracy``),
-        computed in full precision on the module's device.
+        computed on the module's device without the trainer's precision plugin (the perturbation
+        forwards still run under ``autocast`` when it is set).
 
         Raises:
             RuntimeError: if there is no probe set, or a method or metric fails.
@@ -1291,52 +1292,59 @@ class PairExplanationLogic:
                 except Exception as err:
                     failures.append(_Failure("knn", "knn", err))
             mean, std = self._stats(probe)
-            for spec in self._specs:
-                outcome = _Outcome(spec)
-                options = self._call_options(spec)
-                try:
-                    explanation = explain(embed, x1, x2, method=spec.name, **options)
-                except Exception as err:
-                    failures.append(_Failure("method", spec.label, err))
-                    continue
-                outcome.explanation = explanation.to("cpu")
-                outcomes.append(outcome)
-                try:
-                    scores, curves = evaluate(
-                        embed,
-                        x1,
-                        x2,
-                        explanation,
-                        self.metrics,
-                        similarity=self.similarity,
-                        n_steps=self.n_steps,
-                        batch_size=self.batch_size,
-                        method=spec.name,
-                        method_options=options,
-                        return_curves=True,
-                    )
-                    outcome.scores = {k: v.detach().float().cpu() for k, v in scores.items()}
-                    outcome.curves = {k: v.detach().float().cpu() for k, v in curves.items()}
-                except Exception as err:
-                    failures.append(_Failure("metrics", spec.label, err))
-                if not render:
-                    continue
-                try:
-                    outcome.grid = pair_grid(
-                        probe.x1,
-                        probe.x2,
-                        outcome.explanation.h1,
-                        outcome.explanation.h2,
-                        mean=mean,
-                        std=std,
-                        min_tile=_MIN_TILE,
-                    )
-                    outcome.caption = self._caption(outcome, sim, probe, epoch, step)
-                    if outcome.curves:
-                        title = f"{spec.label}" + (f", epoch {epoch}" if epoch is not None else "")
-                        outcome.curves_figure = curves_figure(outcome.curves, title=title)
-                except Exception as err:
-                    failures.append(_Failure("render", spec.label, err))
+            fast = perturbation_autocast(
+                self._autocast_dtype or torch.bfloat16, enabled=self._autocast_dtype is not None
+            )
+            with fast:
+                for spec in self._specs:
+                    outcome = _Outcome(spec)
+                    options = self._call_options(spec)
+                    try:
+                        explanation = explain(embed, x1, x2, method=spec.name, **options)
+                    except Exception as err:
+                        failures.append(_Failure("method", spec.label, err))
+                        continue
+                    outcome.explanation = explanation.to("cpu")
+                    outcomes.append(outcome)
+                    try:
+                        scores, curves = evaluate(
+                            embed,
+                            x1,
+                            x2,
+                            explanation,
+                            self.metrics,
+                            similarity=self.similarity,
+                            n_steps=self.n_steps,
+                            batch_size=self.batch_size,
+                            method=spec.name,
+                            method_options=options,
+                            intact=(z1, z2),
+                            return_curves=True,
+                        )
+                        outcome.scores = {k: v.detach().float().cpu() for k, v in scores.items()}
+                        outcome.curves = {k: v.detach().float().cpu() for k, v in curves.items()}
+                    except Exception as err:
+                        failures.append(_Failure("metrics", spec.label, err))
+                    if not render:
+                        continue
+                    try:
+                        outcome.grid = pair_grid(
+                            probe.x1,
+                            probe.x2,
+                            outcome.explanation.h1,
+                            outcome.explanation.h2,
+                            mean=mean,
+                            std=std,
+                            min_tile=_MIN_TILE,
+                        )
+                        outcome.caption = self._caption(outcome, sim, probe, epoch, step)
+                        if outcome.curves:
+                            title = f"{spec.label}" + (
+                                f", epoch {epoch}" if epoch is not None else ""
+                            )
+                            outcome.curves_figure = curves_figure(outcome.curves, title=title)
+                    except Exception as err:
+                        failures.append(_Failure("render", spec.label, err))
         return _Evaluation(sim, outcomes, failures, knn_accuracy)
 
     @staticmethod
@@ -1641,7 +1649,8 @@ _DOC = """Explain a fixed probe set of image pairs during training, score and lo
     Cost of one evaluation (forward/backward passes per probe pair): 2 forwards for
     ``explain/sim``, plus for each method its own cost (``method_info(name).cost``; Grad-CAM and
     Interaction-CAM: 1 forward + 1 backward of the pair) and the metric cost (default metric set:
-    ``4 * (n_steps + 1) + 4`` forwards; 136 at ``n_steps=32``). The dry run at fit start costs the
+    ``4 * n_steps + 2`` forwards, the intact pair's embeddings being reused; 130 at
+    ``n_steps=32``). The dry run at fit start costs the
     same for one pair.
 
     Args:
@@ -1684,8 +1693,15 @@ _DOC = """Explain a fixed probe set of image pairs during training, score and lo
             Default ``None``: the dataset's own transform (its first view if it returns several).
         seed: seed of the probe draw (indices and dataset transforms) and of stochastic methods.
             Default 0.
-        batch_size: images per forward pass for chunked methods and metrics. Default ``None``
-            (their defaults).
+        batch_size: images per forward pass for chunked methods and metrics. Default ``None``:
+            chosen from the device's memory (CUDA: a quarter of the free memory, at most 1024
+            images; CPU: at most 256, fewer for large images).
+        autocast: ``"bf16"`` or ``"fp16"`` to run the gradient-free perturbation forwards of the
+            methods and metrics (nearly all of an evaluation's forwards) under ``torch.autocast``
+            with that dtype, scores computed in float32 (see
+            :func:`lightning_explain.perturbation_autocast`). With a mixed-precision trainer
+            (``precision="bf16-mixed"``) every forward of the callback already runs under the
+            trainer's autocast. Default ``None``: the trainer's precision.
         log_images: log heatmap grids, curve figures and tables (scalars are always logged).
             Default ``True``.
         on_error: ``"warn"``: an exception inside a method, metric or renderer is caught, warned

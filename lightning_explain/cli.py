@@ -42,14 +42,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from lightning_explain._core import attribute_embedding as _attribute_embedding
 from lightning_explain._core import forward_embedding as _forward_embedding
-from lightning_explain.dashboard import DashboardData
+from lightning_explain._core import has_attribute_path as _has_attribute_path
+from lightning_explain.dashboard import DashboardData, MetricColumn
 from lightning_explain.downstream import KNNSet
 from lightning_explain.probe import ProbeSet
 
@@ -76,24 +77,27 @@ def _comma_list(values: Sequence[str]) -> list[str]:
     return out
 
 
-def _positive_float(text: str) -> float:
+_Number = TypeVar("_Number", int, float)
+
+
+def _positive(text: str, parse: Callable[[str], _Number], noun: str, valid: str) -> _Number:
+    """``parse(text)`` if it is finite and > 0; else an argparse error (``noun``: what a parse
+    failure expected; ``valid``: what an out-of-range value should have been)."""
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {valid}, got {value}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _positive(text, float, "number", "a finite number > 0")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _positive(text, int, "integer", "a positive integer")
 
 
 def _add_explain_options(cmd: argparse.ArgumentParser) -> None:
@@ -486,15 +490,6 @@ def _import_function(path: str, flag: str = "--embedding") -> Callable[..., Any]
     return fn
 
 
-def _has_attribute_path(module: object, path: str) -> bool:
-    target: object = module
-    for part in path.split("."):
-        if not part.isidentifier() or not hasattr(target, part):
-            return False
-        target = getattr(target, part)
-    return callable(target)
-
-
 def _embedding(
     module: nn.Module, spec: str | None, flag: str = "--embedding"
 ) -> Callable[[Tensor], Tensor]:
@@ -669,6 +664,52 @@ class _Result:
     sim: list[float] = field(default_factory=list)
     knn_accuracy: float | None = None
 
+    def means(self, method: str) -> dict[str, float]:
+        """``method``'s mean score per metric (over the finite per-pair scores)."""
+        return {k: _mean(v) for k, v in self.scores[method].items()}
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What ``compare`` and ``report`` settle from the options before loading a checkpoint."""
+
+    device: torch.device
+    methods: list[str]
+    metric_keys: list[str]
+    plans: list[_MethodPlan]
+
+    def metric_columns(self) -> list[MetricColumn]:
+        from lightning_explain.metrics import metric_info
+
+        return [MetricColumn(k, metric_info(k).higher_is_better) for k in self.metric_keys]
+
+
+def _setup(args: argparse.Namespace, *, require_metrics: bool = False) -> _Setup:
+    """Check the options of ``compare``/``report``; fail before loading any checkpoint.
+
+    ``require_metrics``: ``--metrics none`` is an error (``report`` has no other columns).
+    """
+    from lightning_explain.checkpoints import resolve_class
+
+    if os.getcwd() not in sys.path:
+        # As with `python -m`, modules of the current folder are importable by --model-class.
+        sys.path.insert(0, os.getcwd())
+    device = _device(args.device)
+    methods = list(dict.fromkeys(_comma_list(args.methods or DEFAULT_METHODS)))
+    metric_keys = _metric_keys(args.metrics)
+    if require_metrics and not metric_keys:
+        raise CLIError("--metrics none leaves the report without columns; name some metrics.")
+    plans = _plan_methods(
+        methods,
+        layer=args.layer,
+        similarity=args.similarity,
+        batch_size=args.batch_size,
+        options=_parse_options(args.option),
+    )
+    if args.model_class is not None:
+        resolve_class(args.model_class)
+    return _Setup(device=device, methods=methods, metric_keys=metric_keys, plans=plans)
+
 
 @dataclass(frozen=True)
 class _KNNPlan:
@@ -773,26 +814,26 @@ def _resolve_probe(args: argparse.Namespace, first: dict[str, Any]) -> tuple[Pro
 
 def _explain_checkpoint(
     args: argparse.Namespace,
-    *,
+    setup: _Setup,
     path: Path,
     ckpt: dict[str, Any],
     recorded: tuple[int, int, int] | None,
     probe: ProbeSet,
-    plans: list[_MethodPlan],
-    metric_keys: list[str],
-    device: torch.device,
+    knn: _KNNPlan | None,
+    *,
     grids: bool,
-    knn: _KNNPlan | None = None,
     overlays: bool = True,
 ) -> _Result:
     """Build one checkpoint's module and explain and score the probe pairs with every method;
-    with a kNN plan, also compute the checkpoint's kNN accuracy."""
+    with a kNN plan, also compute the checkpoint's kNN accuracy. ``recorded``: the probe image
+    shape the checkpoint records, if any."""
     from lightning_explain import explain
     from lightning_explain.checkpoints import build_module
     from lightning_explain.dashboard import image_png
     from lightning_explain.metrics import evaluate
     from lightning_explain.render import overlay, pair_grid
 
+    device, plans, metric_keys = setup.device, setup.plans, setup.metric_keys
     module = build_module(path, ckpt, model_class=args.model_class, trust=args.trust_checkpoint)
     module.to(device)
     embed = _embedding(module, args.embedding)
@@ -879,37 +920,12 @@ def _knn_accuracy(
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from lightning_explain.checkpoints import (
-        checkpoint_meta,
-        from_one_run,
-        load_checkpoint,
-        resolve_class,
-    )
-    from lightning_explain.dashboard import (
-        CheckpointInfo,
-        DashboardData,
-        MetricColumn,
-        image_png,
-        write_dashboard,
-    )
-    from lightning_explain.metrics import metric_info
+    from lightning_explain.checkpoints import checkpoint_meta, from_one_run, load_checkpoint
+    from lightning_explain.dashboard import CheckpointInfo, image_png, write_dashboard
     from lightning_explain.render import to_rgb
 
-    if os.getcwd() not in sys.path:
-        # As with `python -m`, modules of the current folder are importable by --model-class.
-        sys.path.insert(0, os.getcwd())
-    device = _device(args.device)
-    methods = list(dict.fromkeys(_comma_list(args.methods or DEFAULT_METHODS)))
-    metric_keys = _metric_keys(args.metrics)
-    plans = _plan_methods(
-        methods,
-        layer=args.layer,
-        similarity=args.similarity,
-        batch_size=args.batch_size,
-        options=_parse_options(args.option),
-    )
-    if args.model_class is not None:
-        resolve_class(args.model_class)  # fail before loading any checkpoint
+    setup = _setup(args)
+    device, methods = setup.device, setup.methods
     paths = [Path(p) for p in args.checkpoints]
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
@@ -931,16 +947,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         metas.append(meta)
         results.append(
             _explain_checkpoint(
-                args,
-                path=path,
-                ckpt=ckpt,
-                recorded=meta.probe_shape,
-                probe=probe,
-                plans=plans,
-                metric_keys=metric_keys,
-                device=device,
-                grids=trackers,
-                knn=knn_plan,
+                args, setup, path, ckpt, meta.probe_shape, probe, knn_plan, grids=trackers
             )
         )
         del ckpt
@@ -960,19 +967,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     data = DashboardData(
         checkpoints=infos,
         methods=methods,
-        metrics=[MetricColumn(k, metric_info(k).higher_is_better) for k in metric_keys],
-        scores={
-            (i, m): {k: _mean(v) for k, v in r.scores[m].items()}
-            for i, r in enumerate(results)
-            for m in methods
-        },
+        metrics=setup.metric_columns(),
+        scores={(i, m): r.means(m) for i, r in enumerate(results) for m in methods},
         pairs=[(image_png(a), image_png(b)) for a, b in zip(rgb1, rgb2)],
         overlays={(i, m): r.overlays[m] for i, r in enumerate(results) for m in methods},
         similarity={i: r.sim for i, r in enumerate(results)},
         curves={(i, m): r.curves[m] for i, r in enumerate(results) for m in methods},
         one_run=one_run,
         title=args.title,
-        info=_settings(args, origin, probe, device, plans, knn_plan),
+        info=_settings(args, origin, probe, device, setup.plans, knn_plan),
         knn_accuracy={
             i: r.knn_accuracy for i, r in enumerate(results) if r.knn_accuracy is not None
         },
@@ -990,27 +993,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """One checkpoint's method x metric table, through the machinery of ``compare``."""
-    from lightning_explain.checkpoints import checkpoint_meta, load_checkpoint, resolve_class
-    from lightning_explain.dashboard import MetricColumn
-    from lightning_explain.metrics import metric_info
+    from lightning_explain.checkpoints import checkpoint_meta, load_checkpoint
     from lightning_explain.report import ReportTable, to_markdown, write_report
 
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    device = _device(args.device)
-    methods = list(dict.fromkeys(_comma_list(args.methods or DEFAULT_METHODS)))
-    metric_keys = _metric_keys(args.metrics)
-    if not metric_keys:
-        raise CLIError("--metrics none leaves the report without columns; name some metrics.")
-    plans = _plan_methods(
-        methods,
-        layer=args.layer,
-        similarity=args.similarity,
-        batch_size=args.batch_size,
-        options=_parse_options(args.option),
-    )
-    if args.model_class is not None:
-        resolve_class(args.model_class)
+    setup = _setup(args, require_metrics=True)
+    methods = setup.methods
     path = Path(args.checkpoints[0])
     ckpt = load_checkpoint(path, trust=args.trust_checkpoint)
     probe, origin = _resolve_probe(args, ckpt)
@@ -1018,19 +1005,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     meta = checkpoint_meta(path, ckpt)
     _log(f"[1/1] {path}")
     result = _explain_checkpoint(
-        args,
-        path=path,
-        ckpt=ckpt,
-        recorded=meta.probe_shape,
-        probe=probe,
-        plans=plans,
-        metric_keys=metric_keys,
-        device=device,
-        grids=False,
-        knn=knn_plan,
-        overlays=False,
+        args, setup, path, ckpt, meta.probe_shape, probe, knn_plan, grids=False, overlays=False
     )
-    c, h, w = (int(s) for s in probe.x1.shape[1:])
     when = ", ".join(
         part
         for part in (
@@ -1041,8 +1017,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     notes = [
         f"checkpoint: {path}" + (f" ({when})" if when else ""),
-        f"probe: {origin}: {len(probe)} pairs of {c}x{h}x{w} images, pairing "
-        f"{probe.pairing!r}, seed {probe.seed}",
+        f"probe: {_describe_probe(origin, probe)}",
         f"similarity {args.similarity}, n_steps {args.n_steps}, embedding "
         f"{args.embedding or 'forward'}",
     ]
@@ -1050,8 +1025,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         notes.append(f"kNN accuracy {result.knn_accuracy:.4f} ({knn_plan.describe()})")
     table = ReportTable(
         methods=methods,
-        metrics=[MetricColumn(k, metric_info(k).higher_is_better) for k in metric_keys],
-        scores={m: {k: _mean(v) for k, v in result.scores[m].items()} for m in methods},
+        metrics=setup.metric_columns(),
+        scores={m: result.means(m) for m in methods},
         title=args.title or f"lightning-explain report: {path.name}",
         notes=notes,
     )
@@ -1067,6 +1042,14 @@ def _mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
+def _describe_probe(origin: str, probe: ProbeSet) -> str:
+    c, h, w = (int(s) for s in probe.x1.shape[1:])
+    return (
+        f"{origin}: {len(probe)} pairs of {c}x{h}x{w} images, pairing {probe.pairing!r}, "
+        f"seed {probe.seed}"
+    )
+
+
 def _settings(
     args: argparse.Namespace,
     origin: str,
@@ -1075,13 +1058,8 @@ def _settings(
     plans: list[_MethodPlan],
     knn: _KNNPlan | None = None,
 ) -> list[tuple[str, str]]:
-    c, h, w = (int(s) for s in probe.x1.shape[1:])
     info = [
-        (
-            "probe",
-            f"{origin}: {len(probe)} pairs of {c}x{h}x{w} images, pairing {probe.pairing!r}, "
-            f"seed {probe.seed}",
-        ),
+        ("probe", _describe_probe(origin, probe)),
         ("model class", args.model_class or "recorded in the checkpoint"),
         ("embedding", args.embedding or "the module's forward"),
         ("similarity", args.similarity),

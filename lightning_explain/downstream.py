@@ -604,12 +604,20 @@ def evaluate_knn(
         k: neighbours, capped at the bank size. Default: ``knn.k``.
         temperature: weight temperature. Default: ``knn.temperature``.
         device: where to embed. Default: the CPU.
-        batch_size: images per forward pass. Default 256.
+        batch_size: images per forward pass. Default None: chosen from the device's memory
+            (:func:`lightning_explain._perf.auto_batch_size`; 256 for small images on a CPU).
 
     Returns:
         The accuracy in ``[0, 1]``.
     """
-    chunk = DEFAULT_CHUNK if batch_size is None else int(batch_size)
+    from lightning_explain._perf import auto_batch_size
+
+    target = torch.device("cpu") if device is None else torch.device(device)
+    chunk = (
+        auto_batch_size(target, tuple(knn.bank.shape[1:]))
+        if batch_size is None
+        else int(batch_size)
+    )
     z_bank = embed_images(embed, knn.bank, device=device, batch_size=chunk)
     z_queries = embed_images(embed, knn.queries, device=device, batch_size=chunk)
     return knn_accuracy(

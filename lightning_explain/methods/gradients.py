@@ -4,8 +4,10 @@ Every method explains the pair similarity ``s(f(x1), f(x2))`` through gradients 
 :func:`torch.autograd.grad` with respect to clones of the inputs (never ``.backward()``, never a
 parameter ``.grad``). Multi-sample methods process the flattened ``(samples x pairs)`` work list in
 chunks of at most ``batch_size`` images per forward/backward pass; there is no Python loop over
-pairs. Random draws come from a private generator seeded with ``seed``, one sample after the other,
-so the result does not depend on ``batch_size``.
+pairs. ``batch_size=None`` (the default) chooses the chunk from the device's memory, for passes
+that run forward and backward (:meth:`~lightning_explain._core.PairContext.chunk_size` with
+``autograd=True``). Random draws come from a private generator seeded with ``seed``, one sample
+after the other, so the result does not depend on ``batch_size``.
 
 A pair is explained in both directions: the map of ``x1`` explains how the similarity depends on
 ``x1`` with ``x2`` held as it is, and the other way round.
@@ -26,15 +28,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal, Union, get_args
+from typing import Literal, TypeVar, Union, cast, get_args
 
 import torch
 from torch import Tensor
 
 from lightning_explain._core import (
-    DEFAULT_CHUNK,
     Model,
     PairContext,
+    check_batch_size,
     check_positive_int,
     gaussian_blur,
     guided_relu,
@@ -60,6 +62,8 @@ BaselineName = Literal["blur", "black"]
 
 Similarity = Union[SimilarityName, SimilarityFn]
 Transform = Union[TransformName, Callable[[Tensor], Tensor]]
+
+_T = TypeVar("_T")
 
 _TRANSFORMS: tuple[str, ...] = get_args(TransformName)
 _BASELINES: tuple[str, ...] = get_args(BaselineName)
@@ -89,6 +93,19 @@ def _check_seed(value: object, *, owner: str) -> int:
     return value
 
 
+def _check_sampling(
+    owner: str, *, guided: object, blur: object, seed: object, batch_size: object
+) -> tuple[bool, bool, int, int | None]:
+    """Check the options the multi-sample gradient methods share: ``(guided, blur, seed,
+    batch_size)``; ``batch_size`` is None (chosen per device) or a positive int."""
+    return (
+        _check_bool(guided, name="guided", owner=owner),
+        _check_bool(blur, name="blur", owner=owner),
+        _check_seed(seed, owner=owner),
+        check_batch_size(batch_size, owner=owner),
+    )
+
+
 def _check_sigma(value: object, *, owner: str) -> float | None:
     if value is None:
         return None
@@ -113,7 +130,7 @@ def _check_transform(value: object, *, owner: str) -> Transform:
             )
         return value  # type: ignore[return-value]
     if callable(value):
-        return value  # type: ignore[no-any-return]
+        return cast(Callable[[Tensor], Tensor], value)
     raise TypeError(
         f"`{owner}`: expected `transform` to be one of {list(_TRANSFORMS)} or a callable "
         f"(B, C, H, W) -> (B, C, H, W), but got an object of type {type(value).__name__}."
@@ -196,62 +213,107 @@ def _summed_gradients(
     n_parts: int,
     point: Callable[[int], tuple[Tensor, ...]],
     objective: Callable[[Sequence[Tensor], Tensor], Tensor],
-    batch_size: int,
+    batch_size: int | None,
+    guided: bool = False,
 ) -> tuple[Tensor, ...]:
     """Sum of input gradients over ``n_points`` points, each a batch of ``n_items`` items.
 
     ``point(k)`` returns ``n_parts`` tensors of shape ``(n_items, C, H, W)``: the inputs of point
     ``k``. It is called once per ``k``, in increasing order. The flattened ``(point, item)`` list is
-    processed in chunks of at most ``max(1, batch_size // n_parts)`` items, i.e. about ``batch_size``
-    images per forward/backward. ``objective(zs, items)`` maps the embeddings of the chunk's parts
-    (each ``(n, D)``) and the chunk's item indices ``(n,)`` to per-item similarities ``(n,)``.
+    processed in chunks of at most ``max(1, chunk // n_parts)`` items, i.e. about ``chunk`` images
+    per forward/backward, with ``chunk = ctx.chunk_size(batch_size, autograd=True)`` (``batch_size``
+    if given, else a default for forward + backward passes on this device).
+    ``objective(zs, items)`` maps the embeddings of the chunk's parts (each ``(n, D)``) and the
+    chunk's item indices ``(n,)`` to per-item similarities ``(n,)``. ``guided``: guided
+    backpropagation through the ``nn.ReLU`` modules of the model.
 
     Returns:
         ``n_parts`` tensors of shape ``(n_items, C, H, W)``: per item, the gradient of its
         similarity with respect to each part, summed over the points.
     """
-    per_chunk = max(1, batch_size // n_parts)
+    per_chunk = max(1, ctx.chunk_size(batch_size, autograd=True) // n_parts)
     total = n_points * n_items
     sums: list[Tensor] = []
     cache: dict[int, tuple[Tensor, ...]] = {}
-    for start in range(0, total, per_chunk):
-        stop = min(total, start + per_chunk)
-        first, last = start // n_items, (stop - 1) // n_items
-        for k in [k for k in cache if k < first]:
-            del cache[k]
-        pieces: list[list[Tensor]] = [[] for _ in range(n_parts)]
-        for k in range(first, last + 1):
-            if k not in cache:
-                cache[k] = point(k)
-            lo = max(start, k * n_items) - k * n_items
-            hi = min(stop, (k + 1) * n_items) - k * n_items
-            for j in range(n_parts):
-                pieces[j].append(cache[k][j][lo:hi])
-        items = torch.arange(start, stop, device=ctx.device) % n_items
-        inputs = [torch.cat(p).detach().requires_grad_(True) for p in pieces]
-        z = ctx.embed(torch.cat(inputs) if n_parts > 1 else inputs[0])
-        n = stop - start
-        s = objective([z[j * n : (j + 1) * n] for j in range(n_parts)], items)
-        grads = _grad(s, inputs, owner=ctx.owner)
-        if not sums:
-            acc_dtype = torch.promote_types(grads[0].dtype, torch.float32)
-            sums = [
-                torch.zeros((n_items, *g.shape[1:]), dtype=acc_dtype, device=ctx.device)
-                for g in grads
-            ]
-        for acc, g in zip(sums, grads):
-            acc.index_add_(0, items, g.to(acc.dtype))
+    with guided_relu(ctx.modules, enabled=guided):
+        for start in range(0, total, per_chunk):
+            stop = min(total, start + per_chunk)
+            first, last = start // n_items, (stop - 1) // n_items
+            for k in [k for k in cache if k < first]:
+                del cache[k]
+            pieces: list[list[Tensor]] = [[] for _ in range(n_parts)]
+            for k in range(first, last + 1):
+                if k not in cache:
+                    cache[k] = point(k)
+                lo = max(start, k * n_items) - k * n_items
+                hi = min(stop, (k + 1) * n_items) - k * n_items
+                for j in range(n_parts):
+                    pieces[j].append(cache[k][j][lo:hi])
+            items = torch.arange(start, stop, device=ctx.device) % n_items
+            inputs = [torch.cat(p).detach().requires_grad_(True) for p in pieces]
+            z = ctx.embed(torch.cat(inputs) if n_parts > 1 else inputs[0])
+            n = stop - start
+            s = objective([z[j * n : (j + 1) * n] for j in range(n_parts)], items)
+            grads = _grad(s, inputs, owner=ctx.owner)
+            if not sums:
+                acc_dtype = torch.promote_types(grads[0].dtype, torch.float32)
+                sums = [
+                    torch.zeros((n_items, *g.shape[1:]), dtype=acc_dtype, device=ctx.device)
+                    for g in grads
+                ]
+            for acc, g in zip(sums, grads):
+                acc.index_add_(0, items, g.to(acc.dtype))
     return tuple(sums)
 
 
-def _pair_embeddings(ctx: PairContext, batch_size: int) -> tuple[Tensor, Tensor]:
+def _pair_embeddings(ctx: PairContext, batch_size: int | None) -> tuple[Tensor, Tensor]:
     """``(sim (B,), partner (2B, D))``: the clean similarity and, for each image of ``cat([x1, x2])``,
-    the constant embedding of its partner (``z2`` for the images of ``x1``, ``z1`` for ``x2``)."""
+    the constant embedding of its partner (``z2`` for the images of ``x1``, ``z1`` for ``x2``).
+
+    The intact images are embedded without autograd, in chunks of ``ctx.chunk_size(batch_size)``,
+    in the caller's precision (not under :func:`lightning_explain.perturbation_autocast`: they are
+    the targets of the gradient passes).
+    """
     b = ctx.batch
-    z = ctx.embed_chunked(torch.cat([ctx.x1, ctx.x2]), max(1, batch_size))
+    z = ctx.embed_chunked(torch.cat([ctx.x1, ctx.x2]), ctx.chunk_size(batch_size), autocast=False)
     z = z.clone()  # an ordinary tensor: inference tensors cannot be saved for backward
     sim = ctx.similarity(z[:b], z[b:])
     return sim.detach(), torch.cat([z[b:], z[:b]]).detach()
+
+
+def _partner_gradients(
+    ctx: PairContext,
+    path: Callable[[int], Tensor],
+    *,
+    n_points: int,
+    batch_size: int | None,
+    guided: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Gradients of each image's similarity to its intact partner, summed along a path.
+
+    ``path(k)`` returns point ``k`` of the ``(2B, C, H, W)`` path of ``cat([x1, x2])``; image ``j``
+    of it is compared with the intact partner of image ``j``, ``s(f(path(k)[j]), partner[j])``.
+
+    Returns:
+        ``(grads (2B, C, H, W), sim (B,))``: the gradients summed over the ``n_points`` points,
+        and the clean similarity of the pairs.
+    """
+    sim, partner = _pair_embeddings(ctx, batch_size)
+
+    def objective(zs: Sequence[Tensor], items: Tensor) -> Tensor:
+        return ctx.similarity(zs[0], partner[items])
+
+    (grads,) = _summed_gradients(
+        ctx,
+        n_points=n_points,
+        n_items=2 * ctx.batch,
+        n_parts=1,
+        point=lambda k: (path(k),),
+        objective=objective,
+        batch_size=batch_size,
+        guided=guided,
+    )
+    return grads, sim
 
 
 def _finish(ctx: PairContext, raw: Tensor, sim: Tensor, *, blur: bool) -> PairExplanation:
@@ -371,7 +433,7 @@ def smoothgrad(
     blur: bool = False,
     seed: int = 0,
     similarity: Similarity = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> PairExplanation:
     """SmoothGrad x input of the pair similarity, with the same noise on both images [0, 1].
 
@@ -397,7 +459,9 @@ def smoothgrad(
         blur: blur the maps (k=11, sigma=5) before normalising.
         seed: seed of the noise; the global RNG is not used.
         similarity: ``"cosine"`` (the paper), ``"dot"``, ``"neg_l2"`` or a callable.
-        batch_size: images per forward/backward pass (each noisy pair counts 2). Default 64.
+        batch_size: images per forward/backward pass (each noisy pair counts 2). Default None:
+            chosen from the device's memory (see
+            :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
         :class:`PairExplanation` with ``(B, H, W)`` maps in ``[0, 1]`` and the clean ``sim``.
@@ -407,17 +471,17 @@ def smoothgrad(
         the default), plus one forward of the clean pair for ``sim``.
 
     Raises:
-        TypeError: for options of the wrong type or malformed inputs.
+        TypeError: for options of the wrong type (``batch_size`` must be an int or None) or
+            malformed inputs.
         ValueError: for ``n_samples < 1``, ``batch_size < 1``, a negative ``noise`` or a
             non-differentiable model.
     """
     owner = "smoothgrad"
     n_samples = check_positive_int(n_samples, name="n_samples", owner=owner)
-    batch_size = check_positive_int(batch_size, name="batch_size", owner=owner)
     sigma = _check_sigma(noise, owner=owner)
-    guided = _check_bool(guided, name="guided", owner=owner)
-    blur = _check_bool(blur, name="blur", owner=owner)
-    seed = _check_seed(seed, owner=owner)
+    guided, blur, seed, batch_size = _check_sampling(
+        owner, guided=guided, blur=blur, seed=seed, batch_size=batch_size
+    )
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
         sim, _ = _pair_embeddings(ctx, batch_size)
         stream = _smoothgrad_stream(ctx, sigma, seed)
@@ -429,16 +493,16 @@ def smoothgrad(
         def objective(zs: Sequence[Tensor], items: Tensor) -> Tensor:
             return ctx.similarity(zs[0], zs[1])
 
-        with guided_relu(ctx.modules, enabled=guided):
-            g1, g2 = _summed_gradients(
-                ctx,
-                n_points=n_samples,
-                n_items=ctx.batch,
-                n_parts=2,
-                point=point,
-                objective=objective,
-                batch_size=batch_size,
-            )
+        g1, g2 = _summed_gradients(
+            ctx,
+            n_points=n_samples,
+            n_items=ctx.batch,
+            n_parts=2,
+            point=point,
+            objective=objective,
+            batch_size=batch_size,
+            guided=guided,
+        )
         raw = _channel_max_abs(torch.cat([ctx.x1 * g1, ctx.x2 * g2]) / n_samples)
         return _finish(ctx, raw, sim, blur=blur)
 
@@ -569,7 +633,7 @@ def averaged_transforms(
     blur: bool = False,
     seed: int = 0,
     similarity: Similarity = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> PairExplanation:
     """Averaged Transforms (the paper's proposed gradient method) generalised to pairs [0].
 
@@ -614,7 +678,8 @@ def averaged_transforms(
         blur: blur the maps (k=11, sigma=5) before normalising.
         seed: seed of the transform parameters and the noise; the global RNG is not used.
         similarity: ``"cosine"`` (the paper), ``"dot"``, ``"neg_l2"`` or a callable.
-        batch_size: images per forward/backward pass. Default 64.
+        batch_size: images per forward/backward pass. Default None: chosen from the device's
+            memory (see :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
         :class:`PairExplanation` with ``(B, H, W)`` maps in ``[0, 1]`` and the clean ``sim``.
@@ -624,7 +689,8 @@ def averaged_transforms(
         of the clean pair.
 
     Raises:
-        TypeError: for options of the wrong type or malformed inputs.
+        TypeError: for options of the wrong type (``batch_size`` must be an int or None) or
+            malformed inputs.
         ValueError: for an unknown transform name (the message lists the valid ones),
             ``steps < 1``, ``batch_size < 1``, a transform callable returning a wrong shape or
             a non-differentiable model.
@@ -632,13 +698,11 @@ def averaged_transforms(
     owner = "averaged_transforms"
     transform = _check_transform(transform, owner=owner)
     steps = check_positive_int(steps, name="steps", owner=owner)
-    batch_size = check_positive_int(batch_size, name="batch_size", owner=owner)
     noise = _check_bool(noise, name="noise", owner=owner)
-    guided = _check_bool(guided, name="guided", owner=owner)
-    blur = _check_bool(blur, name="blur", owner=owner)
-    seed = _check_seed(seed, owner=owner)
+    guided, blur, seed, batch_size = _check_sampling(
+        owner, guided=guided, blur=blur, seed=seed, batch_size=batch_size
+    )
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        sim, partner = _pair_embeddings(ctx, batch_size)
         x = torch.cat([ctx.x1, ctx.x2])
         g = ctx.generator(seed)
         with torch.no_grad():
@@ -648,26 +712,16 @@ def averaged_transforms(
                 tx = _user_transform(transform, x, seed, owner)
         stream = _NoiseStream(g, x, _NOISE_LEVEL / _image_range(x.float()))
 
-        def point(k: int) -> tuple[Tensor, ...]:
+        def path(k: int) -> Tensor:
             lam = 1.0 - k / steps
             xk = lam * x + (1.0 - lam) * tx
             if noise and 0 < k < steps - 1:
                 xk = xk + stream.draw()
-            return (xk,)
+            return xk
 
-        def objective(zs: Sequence[Tensor], items: Tensor) -> Tensor:
-            return ctx.similarity(zs[0], partner[items])
-
-        with guided_relu(ctx.modules, enabled=guided):
-            (grads,) = _summed_gradients(
-                ctx,
-                n_points=steps,
-                n_items=x.shape[0],
-                n_parts=1,
-                point=point,
-                objective=objective,
-                batch_size=batch_size,
-            )
+        grads, sim = _partner_gradients(
+            ctx, path, n_points=steps, batch_size=batch_size, guided=guided
+        )
         raw = _channel_max_abs(x * grads / steps)
         return _finish(ctx, raw, sim, blur=blur)
 
@@ -676,34 +730,32 @@ def averaged_transforms(
 # Integrated gradients
 
 
-def _ig_core(
-    ctx: PairContext, baseline: BaselineName, n_steps: int, batch_size: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(attributions (2B, C, H, W), baselines (2B, C, H, W), sim (B,))`` for ``cat([x1, x2])``."""
-    sim, partner = _pair_embeddings(ctx, batch_size)
-    x = torch.cat([ctx.x1, ctx.x2])
-    with torch.no_grad():
-        base = _blur(x, 11, 5.0) if baseline == "blur" else torch.zeros_like(x)
-    delta = x - base
+def _integrated_gradients(
+    model: Model,
+    x1: Tensor,
+    x2: Tensor,
+    options: tuple[object, object, object],
+    similarity: Similarity,
+    finish: Callable[[PairContext, Tensor, Tensor], _T],
+) -> _T:
+    """Check ``(baseline, n_steps, batch_size)``, compute the attributions of ``cat([x1, x2])``
+    in a pair context, and return ``finish(ctx, attributions (2B, C, H, W), sim (B,))``."""
+    owner = "integrated_gradients"
+    baseline = _check_baseline(options[0], owner=owner)
+    n_steps = check_positive_int(options[1], name="n_steps", owner=owner)
+    batch_size = check_batch_size(options[2], owner=owner)
+    with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
+        x = torch.cat([ctx.x1, ctx.x2])
+        with torch.no_grad():
+            base = _blur(x, 11, 5.0) if baseline == "blur" else torch.zeros_like(x)
+        delta = x - base
 
-    def point(k: int) -> tuple[Tensor, ...]:
-        alpha = (k + 0.5) / n_steps  # midpoint Riemann rule
-        return (base + alpha * delta,)
+        def path(k: int) -> Tensor:
+            alpha = (k + 0.5) / n_steps  # midpoint Riemann rule
+            return base + alpha * delta
 
-    def objective(zs: Sequence[Tensor], items: Tensor) -> Tensor:
-        return ctx.similarity(zs[0], partner[items])
-
-    (grads,) = _summed_gradients(
-        ctx,
-        n_points=n_steps,
-        n_items=x.shape[0],
-        n_parts=1,
-        point=point,
-        objective=objective,
-        batch_size=batch_size,
-    )
-    attr = delta * (grads / n_steps).to(delta.dtype)
-    return attr, base, sim
+        grads, sim = _partner_gradients(ctx, path, n_points=n_steps, batch_size=batch_size)
+        return finish(ctx, delta * (grads / n_steps).to(delta.dtype), sim)
 
 
 def _integrated_gradients_attributions(
@@ -714,20 +766,19 @@ def _integrated_gradients_attributions(
     baseline: BaselineName = "blur",
     n_steps: int = 32,
     similarity: Similarity = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Signed integrated-gradients attributions ``(attr1, attr2)``, each ``(B, C, H, W)``.
 
     ``attr1.sum((1, 2, 3))`` approximates ``s(x1, x2) - s(b1, x2)`` (completeness).
     """
-    owner = "integrated_gradients"
-    baseline = _check_baseline(baseline, owner=owner)
-    n_steps = check_positive_int(n_steps, name="n_steps", owner=owner)
-    batch_size = check_positive_int(batch_size, name="batch_size", owner=owner)
-    with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        attr, _, _ = _ig_core(ctx, baseline, n_steps, batch_size)
-        b = ctx.batch
-        return attr[:b].detach(), attr[b:].detach()
+
+    def split(ctx: PairContext, attr: Tensor, sim: Tensor) -> tuple[Tensor, Tensor]:
+        return attr[: ctx.batch].detach(), attr[ctx.batch :].detach()
+
+    return _integrated_gradients(
+        model, x1, x2, (baseline, n_steps, batch_size), similarity, finish=split
+    )
 
 
 def integrated_gradients(
@@ -738,7 +789,7 @@ def integrated_gradients(
     baseline: BaselineName = "blur",
     n_steps: int = 32,
     similarity: Similarity = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> PairExplanation:
     """Integrated gradients [2] of the pair similarity, each image against its intact partner.
 
@@ -764,7 +815,8 @@ def integrated_gradients(
             substrate) or ``"black"`` (all zeros; the dataset-mean colour for normalised inputs).
         n_steps: Riemann steps along each path. Default 32.
         similarity: ``"cosine"``, ``"dot"``, ``"neg_l2"`` or a callable.
-        batch_size: images per forward/backward pass. Default 64.
+        batch_size: images per forward/backward pass. Default None: chosen from the device's
+            memory (see :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
         :class:`PairExplanation` with ``(B, H, W)`` maps in ``[0, 1]`` and the clean ``sim``.
@@ -774,14 +826,15 @@ def integrated_gradients(
         of the clean pair.
 
     Raises:
-        TypeError: for options of the wrong type or malformed inputs.
+        TypeError: for options of the wrong type (``batch_size`` must be an int or None) or
+            malformed inputs.
         ValueError: for an unknown baseline, ``n_steps < 1``, ``batch_size < 1`` or a
             non-differentiable model.
     """
-    owner = "integrated_gradients"
-    baseline = _check_baseline(baseline, owner=owner)
-    n_steps = check_positive_int(n_steps, name="n_steps", owner=owner)
-    batch_size = check_positive_int(batch_size, name="batch_size", owner=owner)
-    with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        attr, _, sim = _ig_core(ctx, baseline, n_steps, batch_size)
+
+    def maps(ctx: PairContext, attr: Tensor, sim: Tensor) -> PairExplanation:
         return _finish(ctx, _channel_max_abs(attr), sim, blur=False)
+
+    return _integrated_gradients(
+        model, x1, x2, (baseline, n_steps, batch_size), similarity, finish=maps
+    )

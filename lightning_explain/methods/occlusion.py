@@ -8,7 +8,8 @@ the input images, runs the model without autograd, and turns the change in the p
 All three build their perturbed images chunk by chunk from rectangle coordinates (no Python loop
 over pairs). Each chunk holds at most ``batch_size`` images and goes through the model under
 ``torch.inference_mode``, so memory is bounded by ``batch_size`` whatever the number of pairs,
-window positions or erasures.
+window positions or erasures. ``batch_size=None`` (the default) chooses the chunk from the
+device's memory (:meth:`~lightning_explain._core.PairContext.chunk_size`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import torch
 from torch import Tensor
 
 from lightning_explain._core import (
-    DEFAULT_CHUNK,
     Model,
     PairContext,
+    check_batch_size,
     check_positive_int,
     pair_context,
 )
 from lightning_explain.explanation import PairExplanation
+from lightning_explain.methods._perturb import IntactPair, acc_dtype, chunked_scores, intact_pair
 from lightning_explain.similarity import SimilarityFn
 
 __all__ = ["conditional_occlusion", "context_agnostic_occlusion", "pairwise_occlusion"]
@@ -73,12 +75,12 @@ def _check_range(
 
 def _check_window_options(
     window: object, stride: object, fill: object, batch_size: object, owner: str
-) -> tuple[int, int, float, int]:
+) -> tuple[int, int, float, int | None]:
     return (
         check_positive_int(window, name="window", owner=owner),
         check_positive_int(stride, name="stride", owner=owner),
         _check_real(fill, name="fill", owner=owner),
-        check_positive_int(batch_size, name="batch_size", owner=owner),
+        check_batch_size(batch_size, owner=owner),
     )
 
 
@@ -104,52 +106,6 @@ def _cover(starts: Tensor, extent: Tensor, length: int) -> Tensor:
     """Indicator ``(*S, length)`` of the intervals ``[starts, starts + extent)`` along one axis."""
     pos = torch.arange(length, device=starts.device)
     return (pos >= starts.unsqueeze(-1)) & (pos < (starts + extent).unsqueeze(-1))
-
-
-def _chunked_scores(
-    ctx: PairContext,
-    n_items: int,
-    images_per_item: int,
-    build: Callable[[Tensor], Tensor],
-    score: Callable[[Tensor, Tensor], Tensor],
-    batch_size: int,
-) -> Tensor:
-    """Embed perturbed images chunk by chunk and reduce each item's embeddings to scores.
-
-    Args:
-        ctx: the open pair context.
-        n_items: number of items (e.g. window positions times images).
-        images_per_item: images built per item.
-        build: ``(k,) item indices -> (images_per_item * k, C, H, W)`` images, grouped by variant
-            (all items' first image, then all items' second image, ...).
-        score: ``(item indices (k,), embeddings (images_per_item, k, D)) -> (k, ...)`` scores.
-        batch_size: most images per forward pass.
-
-    Returns:
-        ``(n_items, ...)`` scores, concatenated in item order.
-    """
-    per_chunk = max(1, batch_size // images_per_item)
-    out: list[Tensor] = []
-    for start in range(0, n_items, per_chunk):
-        idx = torch.arange(start, min(n_items, start + per_chunk), device=ctx.device)
-        z = ctx.embed_chunked(build(idx), batch_size)
-        out.append(score(idx, z.view(images_per_item, idx.numel(), -1)))
-    return torch.cat(out)
-
-
-def _pair_sims(ctx: PairContext, z_left: Tensor, z_right: Tensor, first: Tensor) -> Tensor:
-    """Similarities of perturbed embeddings with their intact partners.
-
-    For items of the first image (``first`` true) the perturbed embedding is the left argument,
-    ``s(z_perturbed, f(x2))``; for the second image it is the right one, ``s(f(x1), z_perturbed)``.
-    ``z_left`` holds the perturbed embedding, ``z_right`` the partner's.
-    """
-    f = first.unsqueeze(1)
-    return ctx.similarity(torch.where(f, z_left, z_right), torch.where(f, z_right, z_left))
-
-
-def _acc_dtype(x: Tensor) -> torch.dtype:
-    return torch.promote_types(x.dtype, torch.float32)
 
 
 class _Grid:
@@ -187,6 +143,62 @@ class _Grid:
         return total / count
 
 
+def _window_maps(
+    ctx: PairContext,
+    window: int,
+    stride: int,
+    batch_size: int,
+    images_per_position: int,
+    build: Callable[[IntactPair, Tensor, Tensor], Tensor],
+    score: Callable[[IntactPair, Tensor, Tensor], Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Raw per-pixel maps ``(B, H, W)`` of a sliding-window method for both images, and the sim.
+
+    Items are (window position, image) pairs, position-major, over the ``2B`` images of
+    :func:`~lightning_explain.methods._perturb.intact_pair`. ``build(pair, masks, img)`` turns the
+    ``(k, 1, H, W)`` window masks and image indices ``(k,)`` of ``k`` items into their
+    ``images_per_position * k`` perturbed images; ``score(pair, embeddings, img)`` turns their
+    ``(images_per_position, k, D)`` embeddings into ``(k,)`` scores. Each pixel gets the mean
+    score of the windows that cover it.
+    """
+    pair = intact_pair(ctx, batch_size)
+    grid = _Grid(ctx.size, window, stride, ctx.device)
+    n_img = pair.n_img
+
+    def build_items(idx: Tensor) -> Tensor:
+        return build(pair, grid.masks(idx // n_img), idx % n_img)
+
+    def score_items(idx: Tensor, zo: Tensor) -> Tensor:
+        return score(pair, zo, idx % n_img)
+
+    n_items = grid.n_positions * n_img
+    scores = chunked_scores(ctx, n_items, images_per_position, build_items, score_items, batch_size)
+    raw = grid.to_pixels(scores.to(acc_dtype(pair.x)).view(grid.n_positions, n_img))
+    return pair.split(raw)
+
+
+_WindowMaps = Callable[[PairContext, int, int, float, int], tuple[Tensor, Tensor, Tensor]]
+
+
+def _window_method(
+    maps: _WindowMaps,
+    owner: str,
+    model: Model,
+    x1: Tensor,
+    x2: Tensor,
+    options: tuple[object, object, object, object],
+    similarity: Similarity,
+) -> PairExplanation:
+    """Check ``(window, stride, fill, batch_size)``, run ``maps`` in a pair context, normalise.
+
+    ``batch_size=None`` is resolved per device by :meth:`PairContext.chunk_size`.
+    """
+    window, stride, fill, batch_size = _check_window_options(*options, owner)
+    with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
+        h1, h2, sim = maps(ctx, window, stride, fill, ctx.chunk_size(batch_size))
+        return ctx.finish(h1, h2, sim, minmax=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # Conditional occlusion
 
@@ -195,26 +207,14 @@ def _conditional_occlusion_maps(
     ctx: PairContext, window: int, stride: int, fill: float, batch_size: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Raw per-pixel similarity drops ``(B, H, W)`` for both images, and the pair similarity."""
-    x = torch.cat([ctx.x1, ctx.x2])  # (2B, C, H, W): x1 rows first, then x2 rows
-    n_img, b = x.shape[0], ctx.batch
-    z = ctx.embed_chunked(x, batch_size)
-    partner = torch.cat([z[b:], z[:b]])  # the intact other image of each row
-    sim = ctx.similarity(z[:b], z[b:])
-    base = torch.cat([sim, sim])
-    first = torch.arange(n_img, device=ctx.device) < b
-    grid = _Grid(ctx.size, window, stride, ctx.device)
 
-    def build(idx: Tensor) -> Tensor:
-        img = idx % n_img
-        return torch.where(grid.masks(idx // n_img), fill, x[img])
+    def build(pair: IntactPair, mask: Tensor, img: Tensor) -> Tensor:
+        return torch.where(mask, fill, pair.x[img])
 
-    def score(idx: Tensor, zo: Tensor) -> Tensor:
-        img = idx % n_img
-        return base[img] - _pair_sims(ctx, zo[0], partner[img], first[img])
+    def score(pair: IntactPair, zo: Tensor, img: Tensor) -> Tensor:
+        return pair.base(img) - pair.conditional_sims(ctx, zo[0], img)
 
-    drops = _chunked_scores(ctx, grid.n_positions * n_img, 1, build, score, batch_size)
-    raw = grid.to_pixels(drops.to(_acc_dtype(x)).view(grid.n_positions, n_img))
-    return raw[:b], raw[b:], sim
+    return _window_maps(ctx, window, stride, batch_size, 1, build, score)
 
 
 def conditional_occlusion(
@@ -226,7 +226,7 @@ def conditional_occlusion(
     stride: int = 8,
     fill: float = 0.0,
     similarity: Similarity = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> PairExplanation:
     """Conditional occlusion (CO): the similarity drop when a window of one image is filled.
 
@@ -261,13 +261,15 @@ def conditional_occlusion(
         fill: value written into the window, in model-input space (0 is black for raw ``[0, 1]``
             inputs and the dataset mean for normalised inputs, as in the paper).
         similarity: ``"cosine"`` (paper), ``"dot"``, ``"neg_l2"`` or ``(z1, z2) -> (N,)``.
-        batch_size: most images per forward pass.
+        batch_size: most images per forward pass. Default None: chosen from the device's memory
+            (see :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
         :class:`PairExplanation` with ``h1``, ``h2`` of shape ``(B, H, W)`` and ``sim`` ``(B,)``.
 
     Raises:
-        TypeError: a non-integer ``window``/``stride``/``batch_size`` or a non-numeric ``fill``.
+        TypeError: a non-integer ``window``/``stride``, a ``batch_size`` that is neither an int
+            nor None, or a non-numeric ``fill``.
         ValueError: ``window``, ``stride`` or ``batch_size`` below 1, a non-finite ``fill``, or
             malformed images.
 
@@ -275,13 +277,10 @@ def conditional_occlusion(
         ``2 + 2 * n_h * n_w`` forward passes per pair, no backward: 884 at 224 x 224 with the
         defaults (21 x 21 positions).
     """
-    owner = "conditional_occlusion"
-    window, stride, fill, batch_size = _check_window_options(
-        window, stride, fill, batch_size, owner
+    options = (window, stride, fill, batch_size)
+    return _window_method(
+        _conditional_occlusion_maps, "conditional_occlusion", model, x1, x2, options, similarity
     )
-    with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        h1, h2, sim = _conditional_occlusion_maps(ctx, window, stride, fill, batch_size)
-        return ctx.finish(h1, h2, sim, minmax=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,29 +291,18 @@ def _context_agnostic_maps(
     ctx: PairContext, window: int, stride: int, fill: float, batch_size: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Raw per-pixel patch-embedding similarities ``(B, H, W)`` for both images, and the sim."""
-    x = torch.cat([ctx.x1, ctx.x2])
-    n_img, b = x.shape[0], ctx.batch
-    z = ctx.embed_chunked(x, batch_size)
-    partner = torch.cat([z[b:], z[:b]])
-    sim = ctx.similarity(z[:b], z[b:])
-    first = torch.arange(n_img, device=ctx.device) < b
-    grid = _Grid(ctx.size, window, stride, ctx.device)
 
-    def build(idx: Tensor) -> Tensor:
-        img = x[idx % n_img]
-        mask = grid.masks(idx // n_img)
-        without = torch.where(mask, fill, img)  # M_p: the image with the window filled
-        alone = torch.where(mask, img, fill)  # B_p: only the window's pixels
+    def build(pair: IntactPair, mask: Tensor, img: Tensor) -> Tensor:
+        x = pair.x[img]
+        alone = torch.where(mask, x, fill)  # B_p: only the window's pixels
+        without = torch.where(mask, fill, x)  # M_p: the image with the window filled
         return torch.cat([alone, without])
 
-    def score(idx: Tensor, zo: Tensor) -> Tensor:
-        img = idx % n_img
+    def score(pair: IntactPair, zo: Tensor, img: Tensor) -> Tensor:
         patch = zo[0] - zo[1]  # g_p = f(B_p) - f(M_p)
-        return _pair_sims(ctx, patch, partner[img], first[img])
+        return pair.conditional_sims(ctx, patch, img)
 
-    sims = _chunked_scores(ctx, grid.n_positions * n_img, 2, build, score, batch_size)
-    raw = grid.to_pixels(sims.to(_acc_dtype(x)).view(grid.n_positions, n_img))
-    return raw[:b], raw[b:], sim
+    return _window_maps(ctx, window, stride, batch_size, 2, build, score)
 
 
 def context_agnostic_occlusion(
@@ -326,7 +314,7 @@ def context_agnostic_occlusion(
     stride: int = 8,
     fill: float = 0.0,
     similarity: Similarity = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> PairExplanation:
     """Context-agnostic conditional occlusion (CACO): what a patch alone says about the partner.
 
@@ -350,13 +338,15 @@ def context_agnostic_occlusion(
         stride: step between window positions in pixels (paper: 8).
         fill: value of the removed pixels, in model-input space (paper: 0).
         similarity: ``"cosine"`` (paper), ``"dot"``, ``"neg_l2"`` or ``(z1, z2) -> (N,)``.
-        batch_size: most images per forward pass.
+        batch_size: most images per forward pass. Default None: chosen from the device's memory
+            (see :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
         :class:`PairExplanation` with ``h1``, ``h2`` of shape ``(B, H, W)`` and ``sim`` ``(B,)``.
 
     Raises:
-        TypeError: a non-integer ``window``/``stride``/``batch_size`` or a non-numeric ``fill``.
+        TypeError: a non-integer ``window``/``stride``, a ``batch_size`` that is neither an int
+            nor None, or a non-numeric ``fill``.
         ValueError: ``window``, ``stride`` or ``batch_size`` below 1, a non-finite ``fill``, or
             malformed images.
 
@@ -364,13 +354,10 @@ def context_agnostic_occlusion(
         ``2 + 4 * n_h * n_w`` forward passes per pair, no backward: 1766 at 224 x 224 with the
         defaults (21 x 21 positions, two images per position and image).
     """
-    owner = "context_agnostic_occlusion"
-    window, stride, fill, batch_size = _check_window_options(
-        window, stride, fill, batch_size, owner
+    options = (window, stride, fill, batch_size)
+    return _window_method(
+        _context_agnostic_maps, "context_agnostic_occlusion", model, x1, x2, options, similarity
     )
-    with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        h1, h2, sim = _context_agnostic_maps(ctx, window, stride, fill, batch_size)
-        return ctx.finish(h1, h2, sim, minmax=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -436,8 +423,7 @@ def _pairwise_occlusion_maps(
     """Raw ``(B, H, W)`` vote maps of pairwise occlusion, and the pair similarity."""
     b = ctx.batch
     img_h, img_w = ctx.size
-    z = ctx.embed_chunked(torch.cat([ctx.x1, ctx.x2]), batch_size)
-    sim = ctx.similarity(z[:b], z[b:])
+    sim = intact_pair(ctx, batch_size).sim
     gen = ctx.generator(seed)
     # Rectangles of x1 first, then of x2: independent draws, shape (2, B, N) each.
     top, left, h, w = erasing_boxes(gen, (2, b, n_erasures), ctx.size, scale, ratio)
@@ -457,8 +443,8 @@ def _pairwise_occlusion_maps(
         x1_weaker = zo[0].norm(dim=1) < zo[1].norm(dim=1)
         return torch.stack([drop, x1_weaker.to(drop.dtype)], dim=1)
 
-    scores = _chunked_scores(ctx, b * n_erasures, 2, build, score, batch_size)
-    acc = _acc_dtype(ctx.x1)
+    scores = chunked_scores(ctx, b * n_erasures, 2, build, score, batch_size)
+    acc = acc_dtype(ctx.x1)
     drops = scores[:, 0].to(acc).view(b, n_erasures)
     weights = torch.softmax(drops / temperature, dim=1)  # (B, N)
     if credit == "norm":
@@ -485,7 +471,7 @@ def pairwise_occlusion(
     credit: Literal["norm", "both"] = "norm",
     seed: int = 0,
     similarity: Similarity = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> PairExplanation:
     """Pairwise occlusion (PO): random erasures of both images at once, voted by the drop.
 
@@ -532,17 +518,18 @@ def pairwise_occlusion(
         credit: ``"norm"`` (paper code, default) or ``"both"``, see above.
         seed: seed of the rectangle generator.
         similarity: ``"cosine"`` (paper), ``"dot"``, ``"neg_l2"`` or ``(z1, z2) -> (N,)``.
-        batch_size: most images per forward pass.
+        batch_size: most images per forward pass. Default None: chosen from the device's memory
+            (see :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
         :class:`PairExplanation` with ``h1``, ``h2`` of shape ``(B, H, W)`` and ``sim`` ``(B,)``.
 
     Raises:
         TypeError: a wrongly typed option (``n_erasures``, ``scale``, ``ratio``, ``fill``,
-            ``temperature``, ``credit``, ``seed``, ``batch_size``).
+            ``temperature``, ``credit``, ``seed``; ``batch_size`` neither an int nor None).
         ValueError: an out-of-range option (``n_erasures < 1``, ``scale`` outside ``(0, 1]`` or
             unordered, ``ratio`` not positive or unordered, ``temperature <= 0``, unknown
-            ``credit``) or malformed images.
+            ``credit``, ``batch_size < 1``) or malformed images.
 
     Cost:
         ``2 + 2 * n_erasures`` forward passes per pair, no backward: 202 with the defaults.
@@ -560,9 +547,10 @@ def pairwise_occlusion(
             f"`{owner}`: expected `credit` to be 'both' or 'norm' (paper code), but got {credit!r}."
         )
     seed = check_positive_int(seed, name="seed", owner=owner, minimum=0)
-    batch_size = check_positive_int(batch_size, name="batch_size", owner=owner)
+    batch_size = check_batch_size(batch_size, owner=owner)
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
+        chunk = ctx.chunk_size(batch_size)
         h1, h2, sim = _pairwise_occlusion_maps(
-            ctx, n_erasures, scale, ratio, fill, temperature, credit, seed, batch_size
+            ctx, n_erasures, scale, ratio, fill, temperature, credit, seed, chunk
         )
         return ctx.finish(h1, h2, sim)

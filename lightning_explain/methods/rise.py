@@ -15,14 +15,15 @@ import torch
 from torch import Tensor
 
 from lightning_explain._core import (
-    DEFAULT_CHUNK,
     Model,
     PairContext,
+    check_batch_size,
     check_positive_int,
     pair_context,
 )
 from lightning_explain.explanation import PairExplanation
-from lightning_explain.methods.occlusion import _check_real, _chunked_scores, _pair_sims
+from lightning_explain.methods._perturb import acc_dtype, chunked_scores, intact_pair
+from lightning_explain.methods.occlusion import _check_real
 from lightning_explain.similarity import SimilarityFn
 
 __all__ = ["rise"]
@@ -105,13 +106,9 @@ def _rise_maps(
     ctx: PairContext, n_masks: int, cell: int, p_keep: float, seed: int, batch_size: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Raw ``(B, H, W)`` RISE saliency of both images, and the pair similarity."""
-    x = torch.cat([ctx.x1, ctx.x2])
-    n_img, b = x.shape[0], ctx.batch
-    z = ctx.embed_chunked(x, batch_size)
-    partner = torch.cat([z[b:], z[:b]])
-    sim = ctx.similarity(z[:b], z[b:])
-    first = torch.arange(n_img, device=ctx.device) < b
-    acc = torch.promote_types(x.dtype, torch.float32)
+    pair = intact_pair(ctx, batch_size)
+    x, n_img = pair.x, pair.n_img
+    acc = acc_dtype(x)
     grids, shifts = rise_mask_params(ctx.generator(seed), n_masks, cell, p_keep, ctx.size)
     grids = grids.to(acc)
 
@@ -121,10 +118,9 @@ def _rise_maps(
         return x[idx % n_img] * masks.unsqueeze(1)
 
     def score(idx: Tensor, zo: Tensor) -> Tensor:
-        img = idx % n_img
-        return _pair_sims(ctx, zo[0], partner[img], first[img])
+        return pair.conditional_sims(ctx, zo[0], idx % n_img)
 
-    sims = _chunked_scores(ctx, n_masks * n_img, 1, build, score, batch_size)
+    sims = chunked_scores(ctx, n_masks * n_img, 1, build, score, batch_size)
     sims = sims.to(acc).view(n_masks, n_img)
     raw = torch.zeros(n_img, *ctx.size, dtype=acc, device=ctx.device)
     for start in range(0, n_masks, _ACCUMULATE_CHUNK):
@@ -132,7 +128,7 @@ def _rise_maps(
         masks = rise_masks(grids[m], shifts[m], ctx.size)
         raw += torch.einsum("mj,mhw->jhw", sims[m], masks)
     raw /= n_masks * p_keep
-    return raw[:b], raw[b:], sim
+    return pair.split(raw)
 
 
 def rise(
@@ -145,7 +141,7 @@ def rise(
     p_keep: float = 0.5,
     seed: int = 0,
     similarity: Union[str, SimilarityFn] = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> PairExplanation:
     """RISE for pairs: masks weighted by the similarity of the masked image to its intact partner.
 
@@ -172,13 +168,14 @@ def rise(
         p_keep: probability of keeping a grid cell, in ``(0, 1]`` (RISE: 0.5).
         seed: seed of the mask generator.
         similarity: ``"cosine"`` (paper), ``"dot"``, ``"neg_l2"`` or ``(z1, z2) -> (N,)``.
-        batch_size: most images per forward pass.
+        batch_size: most images per forward pass. Default None: chosen from the device's memory
+            (see :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
         :class:`PairExplanation` with ``h1``, ``h2`` of shape ``(B, H, W)`` and ``sim`` ``(B,)``.
 
     Raises:
-        TypeError: a wrongly typed option.
+        TypeError: a wrongly typed option (``batch_size`` must be an int or None).
         ValueError: ``n_masks``, ``cell`` or ``batch_size`` below 1, ``p_keep`` outside
             ``(0, 1]``, a negative ``seed``, or malformed images.
 
@@ -192,7 +189,7 @@ def rise(
     if not 0.0 < p_keep <= 1.0:
         raise ValueError(f"`{owner}`: expected `p_keep` in (0, 1], but got {p_keep!r}.")
     seed = check_positive_int(seed, name="seed", owner=owner, minimum=0)
-    batch_size = check_positive_int(batch_size, name="batch_size", owner=owner)
+    batch_size = check_batch_size(batch_size, owner=owner)
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        h1, h2, sim = _rise_maps(ctx, n_masks, cell, p_keep, seed, batch_size)
+        h1, h2, sim = _rise_maps(ctx, n_masks, cell, p_keep, seed, ctx.chunk_size(batch_size))
         return ctx.finish(h1, h2, sim, minmax=True)

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_explain._core import (
-    DEFAULT_CHUNK,
     Model,
+    check_batch_size,
     check_positive_int,
     gaussian_blur,
     pair_context,
@@ -486,7 +486,7 @@ def pixel_invariance(
     blur: bool = True,
     seed: int = 0,
     similarity: Union[str, SimilarityFn] = "cosine",
-    batch_size: int = DEFAULT_CHUNK,
+    batch_size: int | None = None,
 ) -> PairExplanation:
     """Pixel Invariance: weights of a linear surrogate of the similarity under aligned augmentations.
 
@@ -537,13 +537,15 @@ def pixel_invariance(
         seed: seed of the augmentations, the surrogate initialisation and the NMF
             (``random_state = seed mod 2**32``). The global RNG is not used.
         similarity: ``"cosine"`` (paper), ``"dot"``, ``"neg_l2"`` or a callable ``(z1, z2) -> (N,)``.
-        batch_size: augmented images per forward pass.
+        batch_size: augmented images per forward pass. Default None: chosen from the device's
+            memory (see :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
         :class:`PairExplanation` with ``h1``, ``h2`` of shape ``(B, H, W)`` and ``sim`` ``(B,)``.
 
     Raises:
-        TypeError: for an option of the wrong type or a malformed input (see ``explain``).
+        TypeError: for an option of the wrong type (``batch_size`` must be an int or None) or a
+            malformed input (see ``explain``).
         ValueError: ``n_augmentations < 2``, ``size < 4``, ``threshold`` outside ``[0, 1]``,
             ``lr <= 0``, ``l1 < 0``, ``epochs < 1``, ``n_components < 1``, ``batch_size < 1``.
         ModuleNotFoundError: ``nmf=True`` without scikit-learn.
@@ -577,12 +579,13 @@ def pixel_invariance(
     threshold = _check_real(threshold, name="threshold", low=0.0, high=1.0)
     blur = _check_bool(blur, name="blur")
     seed = _check_int(seed, name="seed")
-    batch_size = check_positive_int(batch_size, name="batch_size", owner=_OWNER)
+    batch_size = check_batch_size(batch_size, owner=_OWNER)
     if nmf:
         _import_nmf()  # fail before any forward pass
 
     with pair_context(model, x1, x2, similarity=similarity, owner=_OWNER) as ctx, torch.no_grad():
         b, c, height, width = ctx.x1.shape
+        chunk = ctx.chunk_size(batch_size)
         grid = _surrogate_grid(height, width, size)
         n_feat = c * grid[0] * grid[1]
         dtype = torch.promote_types(ctx.x1.dtype, torch.float32)
@@ -593,18 +596,18 @@ def pixel_invariance(
         w0, b0 = (2 * init[:, :n_feat] - 1) * bound, (2 * init[:, n_feat] - 1) * bound
 
         x = torch.cat([ctx.x1, ctx.x2])  # image k < B is x1[k]; image B + k is x2[k]
-        z = ctx.embed_chunked(x, batch_size)
+        z = ctx.embed_chunked(x, chunk)
         sim = ctx.similarity(z[:b], z[b:]).clone()  # plain tensor, not an inference tensor
 
         u, y, z_aug = _augmented_rows(
-            lambda a: ctx.embed_chunked(a, batch_size),
+            lambda a: ctx.embed_chunked(a, chunk),
             ctx.similarity,
             x,
             z,
             params,
             n_aug=n_aug,
             grid=grid,
-            batch_size=batch_size,
+            batch_size=chunk,
             keep_embeddings=nmf,
         )
         targets = _bce_targets(y, cosine=similarity == "cosine")

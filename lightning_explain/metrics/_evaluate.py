@@ -8,7 +8,13 @@ from typing import Any, Literal, Union, overload
 import torch
 from torch import Tensor
 
-from lightning_explain._core import Model, PairContext, check_positive_int, pair_context
+from lightning_explain._core import (
+    Model,
+    PairContext,
+    check_embedding,
+    check_positive_int,
+    pair_context,
+)
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods import method_info
 from lightning_explain.metrics._registry import resolve_metrics
@@ -53,6 +59,7 @@ def evaluate(
     batch_size: int | None = ...,
     method: str | None = ...,
     method_options: Mapping[str, Any] | None = ...,
+    intact: tuple[Tensor, Tensor] | None = ...,
     return_curves: Literal[False] = ...,
 ) -> dict[str, Tensor]: ...
 @overload
@@ -68,6 +75,7 @@ def evaluate(
     batch_size: int | None = ...,
     method: str | None = ...,
     method_options: Mapping[str, Any] | None = ...,
+    intact: tuple[Tensor, Tensor] | None = ...,
     return_curves: Literal[True],
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]: ...
 def evaluate(
@@ -82,6 +90,7 @@ def evaluate(
     batch_size: int | None = None,
     method: str | None = None,
     method_options: Mapping[str, Any] | None = None,
+    intact: tuple[Tensor, Tensor] | None = None,
     return_curves: bool = False,
 ) -> Union[dict[str, Tensor], tuple[dict[str, Tensor], dict[str, Tensor]]]:
     """Score an explanation of a batch of pairs with several faithfulness metrics at once.
@@ -89,7 +98,8 @@ def evaluate(
     All requested insertion/deletion curves of both images are built from one rank tensor per
     map and go through the same chunked forward passes: the conditional keys reuse the perturbed
     images of the simultaneous keys, both directions of a conditional key share one pass, and
-    the intact images are embedded once. Keys (see :func:`list_metrics` and
+    the intact images are embedded once (or not at all, given ``intact``) and stand for the
+    unperturbed end of every curve. Keys (see :func:`list_metrics` and
     ``metric_info(key).higher_is_better``):
 
     * ``insertion_simultaneous`` (higher is better), ``insertion_conditional`` (higher);
@@ -117,12 +127,16 @@ def evaluate(
             increase in both modes; no max-sensitivity and no corrected deletion).
         similarity: ``"cosine"`` (default, the paper's), ``"dot"``, ``"neg_l2"`` or a callable.
         n_steps: insertion/deletion steps (default 224, the paper's value at 224 px).
-        batch_size: images per forward pass (default: 256 on CPU; on CUDA chosen from the free
-            memory, at most 1024).
+        batch_size: images per forward pass. Default None: chosen from the device's memory (CPU:
+            a 256 MiB activation budget, at most 256 images: 256 at 32 px, 6 at 224 px; CUDA: a
+            quarter of the free memory, at most 1024).
         method: the explanation method, required for ``max_sensitivity``.
         method_options: the options the explanation was computed with (passed to every
             ``explain`` call of ``max_sensitivity``; a ``seed`` here is the method's seed, the
             noise seed is 0; ``similarity`` defaults to this call's ``similarity``).
+        intact: the ``(B, D)`` embeddings ``(z1, z2)`` of the unperturbed ``x1`` and ``x2``, if
+            the caller has them (e.g. from :func:`lightning_explain.explain`'s forward pass): they
+            are then not computed again. They must come from the same ``model`` in eval mode.
         return_curves: also return the ``(B, n_steps + 1)`` curve of each insertion/deletion key
             (conditional keys: the mean curve of both directions).
 
@@ -130,10 +144,11 @@ def evaluate(
         ``{key: (B,) scores}``, or ``(scores, curves)`` with ``return_curves=True``.
 
     Cost (forwards per pair):
-        ``2 * (n_steps + 1)`` for all insertion keys together, the same for the two deletion keys
-        and again for the corrected deletion; 2 for the intact images; 2 for the masked images
-        of all average_* keys; ``n_samples + 1 = 11`` explanations for max-sensitivity. The default set:
-        ``4 * (n_steps + 1) + 4`` (900 at ``n_steps=224``).
+        ``2 * n_steps`` for all insertion keys together (the last step is the intact image),
+        the same for the two deletion keys and again for the corrected deletion; 2 for the intact
+        images (0 given ``intact``); 2 for the masked images of all average_* keys;
+        ``n_samples + 1 = 11`` explanations for max-sensitivity. The default set:
+        ``4 * n_steps + 4`` (900 at ``n_steps=224``; ``4 * n_steps + 2`` given ``intact``).
 
     Raises:
         ValueError: unknown metric (the message lists the valid keys), ``max_sensitivity`` without
@@ -175,10 +190,11 @@ def evaluate(
             )
         h1, h2 = unpack_explanation(explanation, owner=owner)
         with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-            chunk = resolve_batch_size(batch_size, ctx.x1, owner=owner)
+            chunk = resolve_batch_size(batch_size, ctx)
             map1 = prepare_map(h1, ctx.x1, name="h1", owner=owner)
             map2 = prepare_map(h2, ctx.x2, name="h2", owner=owner)
-            _scores, _curves = _map_metrics(ctx, map_keys, map1, map2, n_steps, chunk)
+            known = None if intact is None else _check_intact(intact, ctx)
+            _scores, _curves = _map_metrics(ctx, map_keys, map1, map2, n_steps, chunk, known)
         scores.update(_scores)
         curves.update(_curves)
     if "max_sensitivity" in keys:
@@ -192,24 +208,54 @@ def evaluate(
     return ordered
 
 
+def _check_intact(intact: object, ctx: PairContext) -> tuple[Tensor, Tensor]:
+    """Validate the ``intact=(z1, z2)`` embeddings of ``evaluate``."""
+    if not isinstance(intact, (tuple, list)) or len(intact) != 2:
+        raise TypeError(
+            "`evaluate`: expected `intact` to be a tuple (z1, z2) of (B, D) embeddings of the "
+            f"unperturbed images, or None, but got {type(intact).__name__}."
+        )
+    checked: list[Tensor] = []
+    for name, z, x in (("z1", intact[0], ctx.x1), ("z2", intact[1], ctx.x2)):
+        if not isinstance(z, Tensor) or not z.is_floating_point():
+            raise TypeError(
+                f"`evaluate`: expected `intact[{len(checked)}]` ({name}) to be a float tensor, "
+                f"but got {z.dtype if isinstance(z, Tensor) else type(z).__name__}."
+            )
+        checked.append(
+            check_embedding(z.detach().to(ctx.device, torch.float32), x, owner="evaluate")
+        )
+    if checked[0].shape != checked[1].shape:
+        raise ValueError(
+            f"`evaluate`: expected `intact` embeddings of one shape (B, D), but got "
+            f"{tuple(checked[0].shape)} and {tuple(checked[1].shape)}."
+        )
+    return checked[0], checked[1]
+
+
 def _map_metrics(
-    ctx: PairContext, keys: list[str], map1: Tensor, map2: Tensor, n_steps: int, chunk: int
+    ctx: PairContext,
+    keys: list[str],
+    map1: Tensor,
+    map2: Tensor,
+    n_steps: int,
+    chunk: int,
+    known: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Scores and curves of every key except max_sensitivity inside an open pair context."""
     scores: dict[str, Tensor] = {}
     curves: dict[str, Tensor] = {}
     groups = sorted({_CURVE_FAMILIES[k][0] for k in keys if k in _CURVE_FAMILIES})
     needs_avg = any(k.startswith("average_") for k in keys)
-    needs_condition = any(k.endswith("_conditional") for k in keys)
 
-    z1 = z2 = None
+    # The intact images, embedded once (unless given): the condition of every conditional curve,
+    # the unperturbed end of every curve, and the base of the average_* keys.
+    if known is None:
+        intact = ctx.embed_chunked(torch.cat([ctx.x1, ctx.x2]), chunk)
+        known = (intact[: ctx.batch], intact[ctx.batch :])
+    z1, z2 = known
     sims: dict[str, Tensor] = {}
-    if needs_avg or (needs_condition and groups):
-        # The intact images, embedded once for every conditional curve and average_* key.
-        with torch.inference_mode():
-            intact = ctx.embed_chunked(torch.cat([ctx.x1, ctx.x2]), chunk)
-            z1, z2 = intact[: ctx.batch], intact[ctx.batch :]
-    if needs_avg and z1 is not None and z2 is not None:
+    if needs_avg:
         sims = masked_similarities(ctx, map1, map2, batch_size=chunk, intact=(z1, z2))
 
     if groups:
@@ -218,15 +264,16 @@ def _map_metrics(
         comparisons: list[Comparison] = []
         owners: list[tuple[str, int]] = []  # (group, which): which 0 = simultaneous, 1/2 = cond
         for group in groups:
-            if group == "insertion":
-                pairs = [(blur(ctx.x1), ctx.x1), (blur(ctx.x2), ctx.x2)]
-            elif group == "deletion":
-                pairs = [(ctx.x1, torch.zeros_like(ctx.x1)), (ctx.x2, torch.zeros_like(ctx.x2))]
-            else:
-                pairs = [(ctx.x1, blur(ctx.x1)), (ctx.x2, blur(ctx.x2))]
+            end: Literal["start", "finish"] = "finish" if group == "insertion" else "start"
             first = len(tracks)
-            tracks.append(Track(start=pairs[0][0], finish=pairs[0][1], rank=rank1))
-            tracks.append(Track(start=pairs[1][0], finish=pairs[1][1], rank=rank2))
+            for x, rank, z in ((ctx.x1, rank1, z1), (ctx.x2, rank2, z2)):
+                if group == "insertion":
+                    start, finish = blur(x), x
+                elif group == "deletion":
+                    start, finish = x, torch.zeros_like(x)
+                else:
+                    start, finish = x, blur(x)
+                tracks.append(Track(start=start, finish=finish, rank=rank, intact=(end, z)))
             wanted = {mode for k, (g, mode) in _CURVE_FAMILIES.items() if g == group and k in keys}
             if "simultaneous" in wanted:
                 comparisons.append(Comparison(track=first, other=first + 1))

@@ -35,7 +35,10 @@ class MetricInfo:
     paper: bool = True
 
 
-_CURVE = "(n_steps + 1) forwards per perturbed image"
+_CURVE = (
+    "2 * n_steps + 2 (n_steps per perturbed image; the 2 intact images, embedded once per "
+    "evaluate call, are the unperturbed end of each curve)"
+)
 _METRICS: dict[str, MetricInfo] = {
     m.key: m
     for m in (
@@ -44,7 +47,7 @@ _METRICS: dict[str, MetricInfo] = {
             "insertion",
             "simultaneous",
             True,
-            f"2 * {_CURVE}",
+            _CURVE,
             "area under sim(f(x1_t), f(x2_t)) while both images are restored from blur, "
             "most salient pixels first",
         ),
@@ -53,8 +56,7 @@ _METRICS: dict[str, MetricInfo] = {
             "insertion",
             "conditional",
             True,
-            f"2 * {_CURVE} + 2 (each condition embedded once); shares its forwards with "
-            "insertion_simultaneous",
+            f"{_CURVE}; shares its forwards with insertion_simultaneous",
             "area under sim(f(x_t), f(other)) while one image is restored from blur, the other "
             "intact; mean of both directions",
         ),
@@ -63,7 +65,7 @@ _METRICS: dict[str, MetricInfo] = {
             "deletion",
             "simultaneous",
             False,
-            f"2 * {_CURVE}",
+            _CURVE,
             "area under sim(f(x1_t), f(x2_t)) while both images are zeroed, most salient pixels "
             "first (ends at 1: see deletion_simultaneous_corrected)",
         ),
@@ -72,7 +74,7 @@ _METRICS: dict[str, MetricInfo] = {
             "deletion",
             "conditional",
             False,
-            f"2 * {_CURVE} + 2; shares its forwards with deletion_simultaneous",
+            f"{_CURVE}; shares its forwards with deletion_simultaneous",
             "area under sim(f(x_t), f(other)) while one image is zeroed, the other intact; mean "
             "of both directions",
         ),
@@ -81,7 +83,7 @@ _METRICS: dict[str, MetricInfo] = {
             "deletion",
             "simultaneous",
             False,
-            f"2 * {_CURVE}",
+            _CURVE,
             "simultaneous deletion towards each image's own blurred version, so the two fully "
             "deleted images are not identical (our correction)",
             paper=False,
@@ -91,7 +93,7 @@ _METRICS: dict[str, MetricInfo] = {
             "average_drop",
             "simultaneous",
             False,
-            "4 forwards (2 intact + 2 masked), shared by all average_* keys",
+            "4 forwards (2 intact, shared with the curves, + 2 masked), shared by all average_* keys",
             "max(0, b - o) / b with o the similarity of the pair masked by min-max maps",
         ),
         MetricInfo(
@@ -99,7 +101,7 @@ _METRICS: dict[str, MetricInfo] = {
             "average_drop",
             "conditional",
             False,
-            "4 forwards (2 intact + 2 masked), shared by all average_* keys",
+            "4 forwards (2 intact, shared with the curves, + 2 masked), shared by all average_* keys",
             "max(0, b - o) / b with one image masked, the other intact; mean of both directions",
         ),
         MetricInfo(
@@ -107,7 +109,7 @@ _METRICS: dict[str, MetricInfo] = {
             "average_increase",
             "simultaneous",
             True,
-            "4 forwards (2 intact + 2 masked), shared by all average_* keys",
+            "4 forwards (2 intact, shared with the curves, + 2 masked), shared by all average_* keys",
             "1[o > b] with o the similarity of the pair masked by min-max maps",
         ),
         MetricInfo(
@@ -115,7 +117,7 @@ _METRICS: dict[str, MetricInfo] = {
             "average_increase",
             "conditional",
             True,
-            "4 forwards (2 intact + 2 masked), shared by all average_* keys",
+            "4 forwards (2 intact, shared with the curves, + 2 masked), shared by all average_* keys",
             "1[o > b] with one image masked, the other intact; mean of both directions",
         ),
         MetricInfo(
@@ -141,7 +143,9 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "average_increase_conditional",
 )
 """What ``evaluate(metrics=None)`` computes (and the training callback logs by default): every
-paper metric that needs no re-explanation. ``4 * (n_steps + 1) + 4`` forwards per pair."""
+paper metric that needs no re-explanation. ``4 * n_steps + 4`` forwards per pair in
+:func:`~lightning_explain.metrics.evaluate` (the intact images stand for the curves' unperturbed
+ends)."""
 
 
 def list_metrics(family: str | None = None) -> list[str]:

@@ -53,19 +53,18 @@ class _PairScoreMean(Metric):
 
 
 class _MapMetric(_PairScoreMean):
-    """A map-scoring metric computed by :func:`evaluate` under one registry key."""
+    """A map-scoring metric computed by :func:`evaluate` under one registry key,
+    ``<_family>_<mode><_key_suffix()>``."""
 
     _family: ClassVar[str]
     key: str
 
     def __init__(
         self,
-        *,
         mode: str = "simultaneous",
         n_steps: int = 224,
         similarity: Union[str, SimilarityFn] = "cosine",
         batch_size: int | None = None,
-        suffix: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,9 +75,13 @@ class _MapMetric(_PairScoreMean):
             check_positive_int(batch_size, name="batch_size", owner=owner)
         self.batch_size = batch_size
         self.similarity = similarity
-        self.key = metric_info(f"{self._family}_{self.mode}{suffix}").key
+        self.key = metric_info(f"{self._family}_{self.mode}{self._key_suffix()}").key
 
-    def update(  # type: ignore[override]
+    def _key_suffix(self) -> str:
+        """Appended to ``<_family>_<mode>`` to form the registry key."""
+        return ""
+
+    def update(
         self, model: Model, x1: Tensor, x2: Tensor, h1: Maps, h2: Tensor | None = None
     ) -> None:
         """Score a batch of pairs and accumulate.
@@ -144,18 +147,6 @@ class Insertion(_MapMetric):
     higher_is_better = True
     _family: ClassVar[str] = "insertion"
 
-    def __init__(
-        self,
-        mode: str = "simultaneous",
-        n_steps: int = 224,
-        similarity: Union[str, SimilarityFn] = "cosine",
-        batch_size: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            mode=mode, n_steps=n_steps, similarity=similarity, batch_size=batch_size, **kwargs
-        )
-
 
 class Deletion(_MapMetric):
     """Mean deletion score (lower is better); see :func:`lightning_explain.metrics.deletion`.
@@ -188,17 +179,26 @@ class Deletion(_MapMetric):
                 f"mode={mode!r}."
             )
         self.corrected = bool(corrected)
-        super().__init__(
-            mode=mode,
-            n_steps=n_steps,
-            similarity=similarity,
-            batch_size=batch_size,
-            suffix="_corrected" if corrected else "",
-            **kwargs,
-        )
+        super().__init__(mode, n_steps, similarity, batch_size, **kwargs)
+
+    def _key_suffix(self) -> str:
+        return "_corrected" if self.corrected else ""
 
 
-class AverageDrop(_MapMetric):
+class _SingleMaskMetric(_MapMetric):
+    """A map metric without curves (one masked image per side), hence without ``n_steps``."""
+
+    def __init__(
+        self,
+        mode: str = "simultaneous",
+        similarity: Union[str, SimilarityFn] = "cosine",
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(mode, similarity=similarity, batch_size=batch_size, **kwargs)
+
+
+class AverageDrop(_SingleMaskMetric):
     """Mean Average Drop (lower is better); see :func:`lightning_explain.metrics.average_drop`.
 
     Args:
@@ -211,17 +211,8 @@ class AverageDrop(_MapMetric):
     higher_is_better = False
     _family: ClassVar[str] = "average_drop"
 
-    def __init__(
-        self,
-        mode: str = "simultaneous",
-        similarity: Union[str, SimilarityFn] = "cosine",
-        batch_size: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(mode=mode, similarity=similarity, batch_size=batch_size, **kwargs)
 
-
-class AverageIncrease(_MapMetric):
+class AverageIncrease(_SingleMaskMetric):
     """Fraction of pairs whose similarity rises under masking (higher is better); see
     :func:`lightning_explain.metrics.average_increase`.
 
@@ -234,15 +225,6 @@ class AverageIncrease(_MapMetric):
 
     higher_is_better = True
     _family: ClassVar[str] = "average_increase"
-
-    def __init__(
-        self,
-        mode: str = "simultaneous",
-        similarity: Union[str, SimilarityFn] = "cosine",
-        batch_size: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(mode=mode, similarity=similarity, batch_size=batch_size, **kwargs)
 
 
 class MaxSensitivity(_PairScoreMean):
@@ -280,7 +262,7 @@ class MaxSensitivity(_PairScoreMean):
         self.method_options = dict(method_options or {})
         self.explain_batch_size = explain_batch_size
 
-    def update(self, model: Model, x1: Tensor, x2: Tensor) -> None:  # type: ignore[override]
+    def update(self, model: Model, x1: Tensor, x2: Tensor) -> None:
         """Re-explain noisy copies of a batch of pairs and accumulate their max-sensitivity.
 
         Args:

@@ -86,6 +86,7 @@ def test_method_entries_names_dicts_and_labels() -> None:
         ({"std": [0.0], "mean": [0.1]}, ValueError, "std` value > 0"),
         ({"embedding": "nomodule_xyz:fn"}, ValueError, "could not import `embedding="),
         ({"hook": "validation_epoch_end", "every_n_train_steps": 2}, ValueError, "needs hook"),
+        ({"autocast": "half"}, ValueError, "`autocast`.*'bf16'"),
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs: dict[str, Any], error: type, match: str) -> None:
@@ -239,6 +240,29 @@ def test_bf16_mixed_precision_on_cpu(tmp_path: Path) -> None:
     assert float(tr.callback_metrics["explain/errors"]) == 0
     for key in ("explain/sim", "explain/gradcam/insertion_simultaneous"):
         assert torch.isfinite(tr.callback_metrics[key]), key
+
+
+def test_autocast_option_runs_the_perturbation_forwards_in_bf16(tmp_path: Path) -> None:
+    cb = PairExplanationCallback(["gradcam"], log_images=False, autocast="bf16", **FAST)
+    model = SSL()
+    tr = _fit(cb, tmp_path, model=model, max_epochs=1)
+    assert float(tr.callback_metrics["explain/errors"]) == 0
+    seen: list[torch.dtype] = []  # one entry per image
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = conv.register_forward_hook(lambda m, i, o: seen.extend([o.dtype] * len(o)))
+    try:
+        half = cb.compute_scores(model)
+    finally:
+        handle.remove()
+    # The probe pair, Grad-CAM's forward/backward: float32; the metrics' perturbations: bf16.
+    assert seen.count(torch.bfloat16) > seen.count(torch.float32) > 0
+    full = PairExplanationCallback(["gradcam"], log_images=False, **FAST)
+    cb.save_probe(tmp_path / "probe.pt")
+    full.load_probe(tmp_path / "probe.pt")
+    reference = full.compute_scores(model)
+    assert set(half) == set(reference)
+    for key, value in reference.items():
+        assert half[key] == pytest.approx(value, abs=0.05), key
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,20 +47,25 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         pairing="two_views",
         probe_source="train",
     )
-    trainer = pl.Trainer(
-        max_epochs=2,
-        default_root_dir=root,
-        callbacks=[
-            callback,
-            ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1, every_n_epochs=1),
-        ],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
+
+    def fit(max_epochs: int, root_dir: Path, callbacks: list[pl.Callback]) -> None:
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            default_root_dir=root_dir,
+            callbacks=callbacks,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+            devices=1,
+        )
+        trainer.fit(TinyContrastive(), DataLoader(TwoViews(), batch_size=8))
+
+    fit(
+        2,
+        root,
+        [callback, ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1, every_n_epochs=1)],
     )
-    trainer.fit(TinyContrastive(), DataLoader(TwoViews(), batch_size=8))
     epochs = tuple(sorted((root / "ckpt").glob("*.ckpt")))
     assert len(epochs) == 2, epochs
     other = root / "other"
@@ -70,17 +75,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     probe = callback.save_probe(root / "probe.pt")
 
     # A checkpoint of the same model trained without the callback: no probe set stored.
-    plain_trainer = pl.Trainer(
-        max_epochs=1,
-        default_root_dir=root / "plain",
-        callbacks=[ModelCheckpoint(dirpath=root / "plain", save_top_k=-1)],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-    )
-    plain_trainer.fit(TinyContrastive(), DataLoader(TwoViews(), batch_size=8))
+    fit(1, root / "plain", [ModelCheckpoint(dirpath=root / "plain", save_top_k=-1)])
     plain = next((root / "plain").glob("*.ckpt"))
     return Run(epochs=(epochs[0], epochs[1]), odd=odd, plain=plain, probe=probe)
 

@@ -24,6 +24,9 @@ from tests.cli.conftest import (
     run_cli,
 )
 
+# One pair, one cheap method, no metrics: the quickest compare run.
+QUICK = ["--methods", "input_x_gradient", "--metrics", "none", "--pairs", "1"]
+
 # --------------------------------------------------------------------------------------------------
 # methods / metrics
 
@@ -202,20 +205,7 @@ def test_compare_finds_class_path_recorded_by_lightning_cli(run: Run, tmp_path: 
     ckpt["hyper_parameters"]["_class_path"] = "tests.cli.tiny_module.TinyContrastive"
     path = tmp_path / "cli.ckpt"
     torch.save(ckpt, path)
-    code, _, err = run_cli(
-        [
-            "compare",
-            str(path),
-            "--methods",
-            "input_x_gradient",
-            "--metrics",
-            "none",
-            "--pairs",
-            "1",
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
+    code, _, err = run_cli(["compare", str(path), *QUICK, "--out", str(tmp_path / "out")])
     assert code == 0, err
     html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "1 probe pair(s)" in html
@@ -377,15 +367,7 @@ def test_unsafe_checkpoint_needs_trust(run: Run, tmp_path: Path) -> None:
     ckpt["hyper_parameters"]["data_dir"] = pathlib.Path("/data/images")
     path = tmp_path / "unsafe.ckpt"
     torch.save(ckpt, path)
-    args = [
-        *_compare_args(run, tmp_path, path),
-        "--methods",
-        "input_x_gradient",
-        "--metrics",
-        "none",
-        "--pairs",
-        "1",
-    ]
+    args = [*_compare_args(run, tmp_path, path), *QUICK]
     _fails(args, "pathlib.PosixPath", "--trust-checkpoint", "weights_only=False")
     code, _, err = run_cli([*args, "--trust-checkpoint"])
     assert code == 0, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -104,6 +105,23 @@ def test_wrapper_argument_errors():
         metric.update(model, x1, x2, h1)
     with pytest.raises(ValueError, match="do not pass `h2` too"):
         metric.update(model, x1, x2, (h1, h2), h2)
+
+
+def test_public_signatures_and_positional_arguments():
+    def params(cls: type) -> list[str]:
+        return list(inspect.signature(cls).parameters)
+
+    curve = ["n_steps", "similarity", "batch_size", "kwargs"]
+    assert params(Insertion) == ["mode", *curve]
+    assert params(Deletion) == ["mode", "corrected", *curve]
+    assert params(AverageDrop) == params(AverageIncrease) == ["mode", *curve[1:]]
+    ins = Insertion("conditional", 8, "dot", 4)
+    assert (ins.key, ins.n_steps, ins.similarity) == ("insertion_conditional", 8, "dot")
+    assert ins.batch_size == 4
+    assert Deletion("simultaneous", True, 8).key == "deletion_simultaneous_corrected"
+    inc = AverageIncrease("conditional", "dot", 4)
+    assert (inc.key, inc.similarity, inc.batch_size) == ("average_increase_conditional", "dot", 4)
+    assert AverageDrop().key == "average_drop_simultaneous"
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:

@@ -16,7 +16,7 @@ from typing import Literal, Union
 import torch
 from torch import Tensor
 
-from lightning_explain._core import PairContext, check_heatmap, check_positive_int, upsample_maps
+from lightning_explain._core import PairContext, check_batch_size, check_heatmap, upsample_maps
 from lightning_explain._core import gaussian_blur as _core_blur
 from lightning_explain.explanation import PairExplanation
 
@@ -30,7 +30,6 @@ __all__ = [
     "auc",
     "blur",
     "check_mode",
-    "default_batch_size",
     "make_substrate",
     "minmax_mask",
     "perturbation_curves",
@@ -52,16 +51,6 @@ Substrate = Union[Literal["blur", "zero", "mean"], float]
 MODES: tuple[str, ...] = ("simultaneous", "conditional")
 SUBSTRATES: tuple[str, ...] = ("blur", "zero", "mean")
 
-CPU_BATCH_CAP = 256
-"""Default number of images per forward pass on CPU (and other non-CUDA devices)."""
-
-CUDA_BATCH_CAP = 1024
-"""Upper bound of the default number of images per forward pass on CUDA."""
-
-CUDA_BYTES_PER_INPUT_BYTE = 64
-"""Activation memory assumed per byte of input image on CUDA when choosing the default chunk
-(generous for ResNet-style encoders under ``torch.inference_mode``)."""
-
 BLUR_KERNEL = 11
 BLUR_SIGMA = 5.0
 
@@ -81,31 +70,13 @@ def check_mode(mode: object, *, owner: str) -> Mode:
     return mode  # type: ignore[return-value]
 
 
-def default_batch_size(x: Tensor) -> int:
-    """Default number of images per forward pass for image batch ``x``.
-
-    :func:`lightning_explain._perf.auto_batch_size`: on CUDA a quarter of the free device memory
-    divided by an activation estimate of :data:`CUDA_BYTES_PER_INPUT_BYTE` bytes per input byte,
-    capped at :data:`CUDA_BATCH_CAP` (``torch.cuda.mem_get_info``; no allocator state is touched);
-    elsewhere a 2 GiB budget, capped at :data:`CPU_BATCH_CAP`.
+def resolve_batch_size(batch_size: object, ctx: PairContext) -> int:
+    """``batch_size`` if given (a positive int), else the device default of
+    :meth:`~lightning_explain._core.PairContext.chunk_size`: on CUDA a quarter of the free device
+    memory over an activation estimate, at most 1024 images; elsewhere a 256 MiB budget, at most
+    256 images (256 at 32 px, 85 at 64 px, 6 at 224 px, where small chunks run faster on a CPU).
     """
-    from lightning_explain._perf import auto_batch_size
-
-    cap = CUDA_BATCH_CAP if x.device.type == "cuda" else CPU_BATCH_CAP
-    return auto_batch_size(
-        x.device,
-        tuple(x.shape[1:]),
-        cap,
-        dtype=x.dtype,
-        bytes_per_input_byte=CUDA_BYTES_PER_INPUT_BYTE,
-    )
-
-
-def resolve_batch_size(batch_size: object, x: Tensor, *, owner: str) -> int:
-    """``batch_size`` if given (a positive int), else :func:`default_batch_size`."""
-    if batch_size is None:
-        return default_batch_size(x)
-    return check_positive_int(batch_size, name="batch_size", owner=owner)
+    return ctx.chunk_size(check_batch_size(batch_size, owner=ctx.owner))
 
 
 def prepare_map(h: object, x: Tensor, *, name: str, owner: str) -> Tensor:
@@ -239,11 +210,15 @@ class Track:
         start: ``(B, C, H, W)`` images at step 0.
         finish: ``(B, C, H, W)`` images the ranked pixels are taken from.
         rank: ``(B, H * W)`` pixel ranks (see :func:`pixel_ranks`).
+        intact: ``(end, z)`` when one end of the track is the unperturbed image whose ``(B, D)``
+            embeddings ``z`` are already known: ``end`` is ``"start"`` (deletion: step 0) or
+            ``"finish"`` (insertion: step ``n_steps``). That step is then not embedded again.
     """
 
     start: Tensor
     finish: Tensor
     rank: Tensor
+    intact: tuple[Literal["start", "finish"], Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +229,19 @@ class Comparison:
     track: int
     other: int | None = None
     condition: Tensor | None = None
+
+
+def _known_endpoints(tracks: Sequence[Track], comparisons: Sequence[Comparison]) -> bool:
+    """Whether every track has a known intact end and both tracks of every simultaneous
+    comparison have it at the same end (so that the remaining steps line up)."""
+    if not tracks or any(tr.intact is None for tr in tracks):
+        return False
+    for comp in comparisons:
+        if comp.other is not None:
+            a, b = tracks[comp.track].intact, tracks[comp.other].intact
+            if a is None or b is None or a[0] != b[0]:
+                return False
+    return True
 
 
 def perturbation_curves(
@@ -269,37 +257,61 @@ def perturbation_curves(
     The flattened ``(pairs x steps)`` grid is walked in chunks of ``batch_size // len(tracks)``
     items; each chunk builds the perturbed images of every track with one ``torch.where`` and
     embeds them together (split into forwards of at most ``batch_size`` images), under
-    ``torch.inference_mode``. Cost: ``len(tracks) * B * (n_steps + 1)`` image forwards.
+    ``torch.inference_mode`` (and :func:`lightning_explain.perturbation_autocast` if active).
+    Cost: ``len(tracks) * B * (n_steps + 1)`` image forwards, or ``len(tracks) * B * n_steps``
+    when every track's intact end is known (:attr:`Track.intact`): that point of each curve is
+    the similarity of the known embeddings.
     """
     batch = ctx.batch
     height, width = ctx.size
     k = math.ceil(height * width / n_steps)
     n_points = n_steps + 1
-    total = batch * n_points
+    skip = _known_endpoints(tracks, comparisons)
+    n_walked = n_steps if skip else n_points
+    # Step of walked point i for each track: i, or i + 1 when the track's step 0 is known.
+    offsets = [
+        1 if skip and tr.intact is not None and tr.intact[0] == "start" else 0 for tr in tracks
+    ]
+    total = batch * n_walked
     per_chunk = max(1, batch_size // len(tracks))
     pieces: list[list[Tensor]] = [[] for _ in comparisons]
     with torch.inference_mode():
         for lo in range(0, total, per_chunk):
             idx = torch.arange(lo, min(lo + per_chunk, total), device=ctx.device)
-            pair = idx // n_points
-            threshold = ((idx % n_points) * k).unsqueeze(1)
-            masks: dict[int, Tensor] = {}
+            pair = idx // n_walked
+            step = idx % n_walked
+            masks: dict[tuple[int, int], Tensor] = {}
             images = []
-            for tr in tracks:
-                key = id(tr.rank)
+            for tr, offset in zip(tracks, offsets):
+                key = (id(tr.rank), offset)
                 if key not in masks:
+                    threshold = ((step + offset) * k).unsqueeze(1)
                     masks[key] = (tr.rank[pair] < threshold).view(-1, 1, height, width)
                 images.append(torch.where(masks[key], tr.finish[pair], tr.start[pair]))
-            flat = torch.cat(images)
-            z = torch.split(
-                torch.cat([ctx.embed(c) for c in torch.split(flat, batch_size)]), len(idx)
-            )
+            z = torch.split(ctx.embed_chunked(torch.cat(images), batch_size), len(idx))
             for out, comp in zip(pieces, comparisons):
+                out.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
+        curves = []
+        for out, comp in zip(pieces, comparisons):
+            curve = torch.cat(out).view(batch, n_walked)
+            intact = tracks[comp.track].intact
+            if skip and intact is not None:
                 if comp.other is not None:
-                    other = z[comp.other]
+                    other_intact = tracks[comp.other].intact
+                    assert other_intact is not None  # checked by _known_endpoints
+                    partner = other_intact[1]
                 else:
-                    if comp.condition is None:
-                        raise ValueError("a Comparison needs `other` or `condition`")
-                    other = comp.condition[pair]
-                out.append(similarity(ctx, z[comp.track], other))
-    return [torch.cat(p).view(batch, n_points) for p in pieces]
+                    partner = _partner(comp, (), torch.arange(batch, device=ctx.device))
+                known = similarity(ctx, intact[1], partner).unsqueeze(1)
+                curve = torch.cat([known, curve] if intact[0] == "start" else [curve, known], 1)
+            curves.append(curve)
+    return curves
+
+
+def _partner(comp: Comparison, z: Sequence[Tensor], pair: Tensor) -> Tensor:
+    """What track ``comp.track`` is compared with for the items of ``pair``."""
+    if comp.other is not None:
+        return z[comp.other]
+    if comp.condition is None:
+        raise ValueError("a Comparison needs `other` or `condition`")
+    return comp.condition[pair]

@@ -86,7 +86,7 @@ def _run(
             f"`{owner}`: mode='simultaneous' masks both images, so it needs `h2`, but got None."
         )
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        chunk = resolve_batch_size(batch_size, ctx.x1, owner=owner)
+        chunk = resolve_batch_size(batch_size, ctx)
         map1 = prepare_map(h1, ctx.x1, name="h1", owner=owner)
         map2 = None if h2 is None else prepare_map(h2, ctx.x2, name="h2", owner=owner)
         sims = masked_similarities(
@@ -132,7 +132,8 @@ def average_drop(
         h2: ``(B, h, w)`` map of ``x2``; required in simultaneous mode, unused in conditional mode.
         mode: ``"simultaneous"`` (default) or ``"conditional"``.
         similarity: ``"cosine"`` (default), ``"dot"``, ``"neg_l2"`` or a callable.
-        batch_size: images per forward pass (default: 256 on CPU, from free memory on CUDA).
+        batch_size: images per forward pass (default None: chosen from the device's memory, as
+            in :func:`lightning_explain.metrics.insertion`).
 
     Returns:
         ``(B,)`` drops (``>= 0``; may exceed 1 when ``o < 0 < b``).

@@ -70,7 +70,7 @@ def _run(
             f"`{owner}`: mode='simultaneous' perturbs both images, so it needs `h2`, but got None."
         )
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        chunk = resolve_batch_size(batch_size, ctx.x1, owner=owner)
+        chunk = resolve_batch_size(batch_size, ctx)
         map1 = prepare_map(h1, ctx.x1, name="h1", owner=owner)
         map2 = None if h2 is None else prepare_map(h2, ctx.x2, name="h2", owner=owner)
         images = [ctx.x1] if mode == "conditional" else [ctx.x1, ctx.x2]
@@ -167,8 +167,9 @@ def insertion(
         substrate: start image: ``"blur"`` (default), ``"zero"``, ``"mean"`` (per-channel mean)
             or a constant.
         similarity: ``"cosine"`` (default, the paper's), ``"dot"``, ``"neg_l2"`` or a callable.
-        batch_size: images per forward pass (default: 256 on CPU; on CUDA chosen from the free
-            memory, at most 1024).
+        batch_size: images per forward pass. Default None: chosen from the device's memory
+            (CPU: a 256 MiB activation budget, at most 256 images: 256 at 32 px, 6 at 224 px;
+            CUDA: a quarter of the free memory, at most 1024).
         return_curve: also return the ``(B, n_steps + 1)`` curve.
 
     Returns:

@@ -12,11 +12,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_explain._core import DEFAULT_CHUNK, Model, check_positive_int, pair_context
+from lightning_explain._core import Model, check_positive_int, pair_context
 from lightning_explain.explain import explain
 from lightning_explain.methods import method_info
 
 __all__ = ["max_sensitivity", "run_max_sensitivity"]
+
+DEFAULT_EXPLAIN_PAIRS = 64
+"""Default ``explain_batch_size``: noisy pairs per ``explain`` call (at least the batch)."""
 
 
 def _relative_change(reference: Tensor, noisy: Tensor) -> Tensor:
@@ -69,7 +72,7 @@ def run_max_sensitivity(
         generator = ctx.generator(seed)
         reference = explain(model, ctx.x1, ctx.x2, method=method, **options)
         batch = ctx.batch
-        per_call = explain_batch_size or max(batch, DEFAULT_CHUNK)
+        per_call = explain_batch_size or max(batch, DEFAULT_EXPLAIN_PAIRS)
         samples_per_group = max(1, per_call // batch)
         worst1 = torch.zeros(batch, device=ctx.device)
         worst2 = torch.zeros(batch, device=ctx.device)
