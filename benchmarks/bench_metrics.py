@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from _common import ForwardRecorder, resnet18_embedding, timed
 from torch import Tensor, nn
 
+from lightning_explain import perturbation_autocast
+from lightning_explain._perf import auto_batch_size
 from lightning_explain.metrics import evaluate
 
 KEYS = [
@@ -106,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
     parser.add_argument("--steps", type=int, default=28, help="n_steps of insertion/deletion")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per forward (default: evaluate's own, chosen from the device's memory)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (the minimum counts)")
     parser.add_argument(
         "--floor",
@@ -115,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         help="floor inputs: replay the recorded metric batches (default) or random images",
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop baseline")
+    parser.add_argument(
+        "--autocast",
+        choices=["bf16", "fp16"],
+        default=None,
+        help="also time the metrics under lightning_explain.perturbation_autocast(<dtype>)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -139,19 +152,20 @@ def main(argv: list[str] | None = None) -> int:
     n_images, n_calls = counter.images, len(counter.calls)
     recorded = counter.inputs or []
     counter.inputs = None
-    floor_run(net, args.batch_size, args.batch_size, shape)  # warm-up
+    chunk = args.batch_size or auto_batch_size(device, shape)  # what evaluate uses
+    floor_run(net, chunk, chunk, shape)  # warm-up
     metric_times, replay_times, random_times = [], [], []
     for _ in range(args.repeats):  # interleaved, so that load changes hit all alike
         metric_times.append(timed(lambda: run_metrics(net), device))
         if recorded:
             replay_times.append(timed(lambda: replay_run(net, recorded), device))
-        random_times.append(timed(lambda: floor_run(net, n_images, args.batch_size, shape), device))
+        random_times.append(timed(lambda: floor_run(net, n_images, chunk, shape), device))
     t_metric, t_random = min(metric_times), min(random_times)
     t_floor = min(replay_times) if replay_times else t_random
 
     print(
         f"device: {device} (torch threads: {torch.get_num_threads()}), pairs: {args.pairs}, "
-        f"size: {args.size}px, n_steps: {args.steps}, batch_size: {args.batch_size}, "
+        f"size: {args.size}px, n_steps: {args.steps}, batch_size: {args.batch_size or f'auto ({chunk})'}, "
         f"repeats: {args.repeats}"
     )
     print(f"metrics: {', '.join(KEYS)}")
@@ -162,12 +176,32 @@ def main(argv: list[str] | None = None) -> int:
             f"floor (the same {n_calls} batches replayed): {t_floor:.3f} s (min of {args.repeats})"
         )
     print(
-        f"floor (random images, full batches of {args.batch_size}): {t_random:.3f} s "
+        f"floor (random images, full batches of {chunk}): {t_random:.3f} s "
         f"(min of {args.repeats}; ratio {t_metric / t_random:.3f}x)"
     )
     print(f"ratio metrics/floor: {t_metric / t_floor:.3f}x (target <= 1.15x)")
     for key, value in scores.items():
         print(f"  mean {key}: {value.mean().item():.4f}")
+
+    if args.autocast is not None:
+        half: dict[str, Tensor] = {}
+
+        def run_autocast() -> None:
+            with perturbation_autocast(args.autocast):
+                half.update(run_metrics(net))
+
+        run_autocast()  # warm-up
+        auto_times, full_times = [], []
+        for _ in range(args.repeats):  # interleaved with float32 runs of the same run
+            auto_times.append(timed(run_autocast, device))
+            full_times.append(timed(lambda: run_metrics(net), device))
+        t_auto, t_full = min(auto_times), min(full_times)
+        diff = max((half[k] - scores[k]).abs().max().item() for k in KEYS)
+        print(
+            f"autocast {args.autocast}: {t_auto:.3f} s vs float32 {t_full:.3f} s "
+            f"(min of {args.repeats}; speed-up {t_full / t_auto:.2f}x); "
+            f"max |score difference| {diff:.2e}"
+        )
 
     if not args.no_naive:
         naive: dict[str, Tensor] = {}

@@ -40,6 +40,7 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -158,7 +159,14 @@ def _add_explain_options(cmd: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=_positive_int,
         metavar="N",
-        help="images per forward pass in methods and metrics (default: chosen by each)",
+        help="images per forward pass in methods and metrics (default: chosen from the device)",
+    )
+    cmd.add_argument(
+        "--autocast",
+        choices=["bf16", "fp16"],
+        default=None,
+        help="run the gradient-free perturbation forwards under torch.autocast with this dtype "
+        "(scores in float32; default: off)",
     )
     cmd.add_argument(
         "--device",
@@ -827,7 +835,7 @@ def _explain_checkpoint(
     """Build one checkpoint's module and explain and score the probe pairs with every method;
     with a kNN plan, also compute the checkpoint's kNN accuracy. ``recorded``: the probe image
     shape the checkpoint records, if any."""
-    from lightning_explain import explain
+    from lightning_explain import explain, perturbation_autocast
     from lightning_explain.checkpoints import build_module
     from lightning_explain.dashboard import image_png
     from lightning_explain.metrics import evaluate
@@ -846,26 +854,33 @@ def _explain_checkpoint(
     user_mean, user_std = getattr(args, "mean", None), getattr(args, "std", None)
     show1, mean, std = _display(x1, user_mean or probe.mean, user_std or probe.std)
     show2, _, _ = _display(x2, user_mean or probe.mean, user_std or probe.std)
+    autocast = getattr(args, "autocast", None)
+
+    def fast() -> AbstractContextManager[None]:
+        return perturbation_autocast(autocast or "bf16", enabled=autocast is not None)
+
     for plan in plans:
         _log(f"    {plan.name}")
         try:
-            expl = explain(embed, x1, x2, method=plan.name, **plan.options)
+            with fast():
+                expl = explain(embed, x1, x2, method=plan.name, **plan.options)
             scores: dict[str, Tensor] = {}
             curves: dict[str, Tensor] = {}
             if metric_keys:
-                scores, curves = evaluate(
-                    embed,
-                    x1,
-                    x2,
-                    expl,
-                    metric_keys,
-                    similarity=args.similarity,
-                    n_steps=args.n_steps,
-                    batch_size=args.batch_size,
-                    method=plan.name,
-                    method_options=plan.options,
-                    return_curves=True,
-                )
+                with fast():
+                    scores, curves = evaluate(
+                        embed,
+                        x1,
+                        x2,
+                        expl,
+                        metric_keys,
+                        similarity=args.similarity,
+                        n_steps=args.n_steps,
+                        batch_size=args.batch_size,
+                        method=plan.name,
+                        method_options=plan.options,
+                        return_curves=True,
+                    )
         except (ValueError, TypeError) as err:
             raise CLIError(f"Checkpoint {path}, method {plan.name}: {err}") from err
         if not result.sim:
@@ -1065,6 +1080,7 @@ def _settings(
         ("similarity", args.similarity),
         ("n_steps", str(args.n_steps)),
         ("batch size", "auto" if args.batch_size is None else str(args.batch_size)),
+        ("autocast", getattr(args, "autocast", None) or "off"),
         ("device", str(device)),
     ]
     for plan in plans:

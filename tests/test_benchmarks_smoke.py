@@ -51,10 +51,11 @@ def test_bench_methods_smoke():
 
 
 def test_bench_metrics_smoke():
-    proc = run_script("bench_metrics.py")
+    proc = run_script("bench_metrics.py", "--smoke", "--autocast", "bf16")
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^ratio metrics/floor: \d+\.\d+x", proc.stdout, re.MULTILINE), proc.stdout
     assert re.search(r"max \|score difference\|: \d", proc.stdout), proc.stdout
+    assert re.search(r"^autocast bf16: .* speed-up \d+\.\d+x", proc.stdout, re.M), proc.stdout
 
 
 def test_bench_callback_smoke():

@@ -377,3 +377,22 @@ def test_cuda_device_without_cuda(run: Run, tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     _fails([*_compare_args(run, tmp_path), "--device", "cuda"], "CUDA", "--device cpu")
+
+
+def test_compare_with_autocast_scores_close_to_float32(run: Run, tmp_path: Path) -> None:
+    """--autocast bf16 runs the perturbation forwards in bfloat16; scores stay near float32."""
+    common = ["--methods", "input_x_gradient", "--metrics", "deletion_conditional", "--pairs", "2"]
+    payloads = []
+    for name, extra in (("full", []), ("half", ["--autocast", "bf16"])):
+        out = tmp_path / name
+        code, _, err = run_cli([*_compare_args(run, out), *common, *extra])
+        assert code == 0, err
+        payloads.append(json.loads((out / "out" / "metrics.json").read_text(encoding="utf-8")))
+        html = (out / "out" / "index.html").read_text(encoding="utf-8")
+        assert ("bf16" in html) == bool(extra)
+    full, half = (p["checkpoints"][-1]["scores"]["input_x_gradient"] for p in payloads)
+    assert half["deletion_conditional"] == pytest.approx(full["deletion_conditional"], abs=0.02)
+    code, _, err = run_cli([*_compare_args(run, tmp_path / "bad"), "--autocast", "fp8"])
+    assert code == 2
+    assert "--autocast" in err
+    assert "'bf16'" in err
