@@ -196,6 +196,23 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
     trainer.fit(module)  # probe draw, dry run, and one evaluation at the epoch's end (warm-up)
     hook = median_time(lambda: callback.on_train_epoch_end(trainer, module), device, args.repeats)
     compute = median_time(lambda: callback.compute_scores(module), device, args.repeats)
+    autocast = None
+    if args.autocast is not None:
+        # The same probe with autocast on, timed against float32 runs interleaved with it.
+        fast = PairExplanationCallback(
+            pairing="dataset", probe_source="train", autocast=args.autocast, **small
+        )
+        fast.load_probe(callback.save_probe(workdir / "probe_autocast.pt"))
+        fast.compute_scores(module)  # warm-up
+        pairs = [
+            (
+                median_time(lambda: fast.compute_scores(module), device, 1),
+                median_time(lambda: callback.compute_scores(module), device, 1),
+            )
+            for _ in range(args.repeats)
+        ]
+        half, full = sorted(p[0] for p in pairs), sorted(p[1] for p in pairs)
+        autocast = (half[len(half) // 2], full[len(full) // 2])
     profile = None
     if args.profile:
         profiler = cProfile.Profile()
@@ -217,6 +234,7 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
         "files": len(files),
         "log_dir": str(log_dir),
         "profile": profile,
+        "autocast": autocast,
     }
 
 
@@ -316,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-pairs", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--no-rss", action="store_true", help="skip the CPU peak-RSS subprocesses")
     parser.add_argument("--profile", action="store_true", help="cProfile one hook evaluation")
+    parser.add_argument(
+        "--autocast",
+        choices=["bf16", "fp16"],
+        default=None,
+        help="also time compute_scores with PairExplanationCallback(autocast=...)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--rss-child", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -362,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"one evaluation (compute_scores, no rendering/logging): {hook['compute']:.3f} s")
         print(f"rendering + logging: {hook['hook'] - hook['compute']:.3f} s")
+        if hook["autocast"] is not None:
+            half, full = hook["autocast"]
+            print(
+                f"compute_scores with autocast={args.autocast!r}: {half:.3f} s vs float32 "
+                f"{full:.3f} s (interleaved, median of {args.repeats}; speed-up "
+                f"{full / half:.2f}x)"
+            )
         ratio = hook["hook"] / epoch
         verdict = "met" if ratio <= GOAL else "MISSED"
         print(

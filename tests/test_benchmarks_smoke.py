@@ -59,9 +59,10 @@ def test_bench_metrics_smoke():
 
 
 def test_bench_callback_smoke():
-    proc = run_script("bench_callback.py")
+    proc = run_script("bench_callback.py", "--smoke", "--autocast", "bf16")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
+    assert re.search(r"^compute_scores with autocast='bf16': .* speed-up \d", out, re.M), out
     assert re.search(r"^training step \(ResNet-18, .*epoch estimate .*: \d+\.\d s$", out, re.M), out
     assert re.search(r"^one evaluation \(on_train_epoch_end, .*\): \d+\.\d+ s$", out, re.M), out
     assert re.search(
