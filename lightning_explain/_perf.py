@@ -168,9 +168,7 @@ def check_autocast_dtype(dtype: object, *, name: str = "dtype", owner: str) -> t
 
 
 @contextmanager
-def perturbation_autocast(
-    dtype: Union[str, torch.dtype] = torch.bfloat16, *, enabled: bool = True
-) -> Iterator[None]:
+def perturbation_autocast(dtype: Union[str, torch.dtype, None] = torch.bfloat16) -> Iterator[None]:
     """Run the perturbation forwards of every method and metric called inside under autocast.
 
     The perturbation forwards are the chunked, gradient-free passes over occluded, masked,
@@ -190,8 +188,7 @@ def perturbation_autocast(
 
     Args:
         dtype: ``torch.bfloat16`` (default) or ``torch.float16``, or their names ``"bf16"``,
-            ``"fp16"``.
-        enabled: ``False`` makes the context a no-op (handy for a flag).
+            ``"fp16"``; ``None`` switches autocast off inside the context (handy for a flag).
 
     Raises:
         ValueError: another dtype.
@@ -208,8 +205,8 @@ def perturbation_autocast(
         >>> scores["deletion_conditional"].dtype
         torch.float32
     """
-    resolved = check_autocast_dtype(dtype, owner="perturbation_autocast")
-    token = _AUTOCAST.set(resolved if enabled else None)
+    resolved = None if dtype is None else check_autocast_dtype(dtype, owner="perturbation_autocast")
+    token = _AUTOCAST.set(resolved)
     try:
         yield
     finally:

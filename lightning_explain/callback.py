@@ -1260,7 +1260,7 @@ class PairExplanationLogic:
         failures: list[_Failure] = []
         outcomes: list[_Outcome] = []
         sim: Tensor | None = None
-        with _guest(module, device):
+        with _guest(module, device), perturbation_autocast(self._autocast_dtype):
             x1 = probe.x1.to(device)
             x2 = probe.x2.to(device)
             try:
@@ -1292,59 +1292,53 @@ class PairExplanationLogic:
                 except Exception as err:
                     failures.append(_Failure("knn", "knn", err))
             mean, std = self._stats(probe)
-            fast = perturbation_autocast(
-                self._autocast_dtype or torch.bfloat16, enabled=self._autocast_dtype is not None
-            )
-            with fast:
-                for spec in self._specs:
-                    outcome = _Outcome(spec)
-                    options = self._call_options(spec)
-                    try:
-                        explanation = explain(embed, x1, x2, method=spec.name, **options)
-                    except Exception as err:
-                        failures.append(_Failure("method", spec.label, err))
-                        continue
-                    outcome.explanation = explanation.to("cpu")
-                    outcomes.append(outcome)
-                    try:
-                        scores, curves = evaluate(
-                            embed,
-                            x1,
-                            x2,
-                            explanation,
-                            self.metrics,
-                            similarity=self.similarity,
-                            n_steps=self.n_steps,
-                            batch_size=self.batch_size,
-                            method=spec.name,
-                            method_options=options,
-                            intact=(z1, z2),
-                            return_curves=True,
-                        )
-                        outcome.scores = {k: v.detach().float().cpu() for k, v in scores.items()}
-                        outcome.curves = {k: v.detach().float().cpu() for k, v in curves.items()}
-                    except Exception as err:
-                        failures.append(_Failure("metrics", spec.label, err))
-                    if not render:
-                        continue
-                    try:
-                        outcome.grid = pair_grid(
-                            probe.x1,
-                            probe.x2,
-                            outcome.explanation.h1,
-                            outcome.explanation.h2,
-                            mean=mean,
-                            std=std,
-                            min_tile=_MIN_TILE,
-                        )
-                        outcome.caption = self._caption(outcome, sim, probe, epoch, step)
-                        if outcome.curves:
-                            title = f"{spec.label}" + (
-                                f", epoch {epoch}" if epoch is not None else ""
-                            )
-                            outcome.curves_figure = curves_figure(outcome.curves, title=title)
-                    except Exception as err:
-                        failures.append(_Failure("render", spec.label, err))
+            for spec in self._specs:
+                outcome = _Outcome(spec)
+                options = self._call_options(spec)
+                try:
+                    explanation = explain(embed, x1, x2, method=spec.name, **options)
+                except Exception as err:
+                    failures.append(_Failure("method", spec.label, err))
+                    continue
+                outcome.explanation = explanation.to("cpu")
+                outcomes.append(outcome)
+                try:
+                    scores, curves = evaluate(
+                        embed,
+                        x1,
+                        x2,
+                        explanation,
+                        self.metrics,
+                        similarity=self.similarity,
+                        n_steps=self.n_steps,
+                        batch_size=self.batch_size,
+                        method=spec.name,
+                        method_options=options,
+                        intact=(z1, z2),
+                        return_curves=True,
+                    )
+                    outcome.scores = {k: v.detach().float().cpu() for k, v in scores.items()}
+                    outcome.curves = {k: v.detach().float().cpu() for k, v in curves.items()}
+                except Exception as err:
+                    failures.append(_Failure("metrics", spec.label, err))
+                if not render:
+                    continue
+                try:
+                    outcome.grid = pair_grid(
+                        probe.x1,
+                        probe.x2,
+                        outcome.explanation.h1,
+                        outcome.explanation.h2,
+                        mean=mean,
+                        std=std,
+                        min_tile=_MIN_TILE,
+                    )
+                    outcome.caption = self._caption(outcome, sim, probe, epoch, step)
+                    if outcome.curves:
+                        title = f"{spec.label}" + (f", epoch {epoch}" if epoch is not None else "")
+                        outcome.curves_figure = curves_figure(outcome.curves, title=title)
+                except Exception as err:
+                    failures.append(_Failure("render", spec.label, err))
         return _Evaluation(sim, outcomes, failures, knn_accuracy)
 
     @staticmethod

@@ -40,7 +40,6 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -854,20 +853,14 @@ def _explain_checkpoint(
     user_mean, user_std = getattr(args, "mean", None), getattr(args, "std", None)
     show1, mean, std = _display(x1, user_mean or probe.mean, user_std or probe.std)
     show2, _, _ = _display(x2, user_mean or probe.mean, user_std or probe.std)
-    autocast = getattr(args, "autocast", None)
-
-    def fast() -> AbstractContextManager[None]:
-        return perturbation_autocast(autocast or "bf16", enabled=autocast is not None)
-
     for plan in plans:
         _log(f"    {plan.name}")
         try:
-            with fast():
-                expl = explain(embed, x1, x2, method=plan.name, **plan.options)
             scores: dict[str, Tensor] = {}
             curves: dict[str, Tensor] = {}
-            if metric_keys:
-                with fast():
+            with perturbation_autocast(args.autocast):
+                expl = explain(embed, x1, x2, method=plan.name, **plan.options)
+                if metric_keys:
                     scores, curves = evaluate(
                         embed,
                         x1,
@@ -1080,7 +1073,7 @@ def _settings(
         ("similarity", args.similarity),
         ("n_steps", str(args.n_steps)),
         ("batch size", "auto" if args.batch_size is None else str(args.batch_size)),
-        ("autocast", getattr(args, "autocast", None) or "off"),
+        ("autocast", args.autocast or "off"),
         ("device", str(device)),
     ]
     for plan in plans:

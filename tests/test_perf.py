@@ -125,7 +125,7 @@ def test_autocast_context_is_restored_and_checked():
     def body() -> None:
         with perturbation_autocast("bf16"):
             assert _perf.autocast_dtype() == torch.bfloat16
-            with perturbation_autocast("fp16", enabled=False):
+            with perturbation_autocast(None):
                 assert _perf.autocast_dtype() is None
             assert _perf.autocast_dtype() == torch.bfloat16
             raise RuntimeError("boom")

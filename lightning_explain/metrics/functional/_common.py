@@ -231,17 +231,19 @@ class Comparison:
     condition: Tensor | None = None
 
 
-def _known_endpoints(tracks: Sequence[Track], comparisons: Sequence[Comparison]) -> bool:
-    """Whether every track has a known intact end and both tracks of every simultaneous
-    comparison have it at the same end (so that the remaining steps line up)."""
-    if not tracks or any(tr.intact is None for tr in tracks):
-        return False
+def _intact_ends(
+    tracks: Sequence[Track], comparisons: Sequence[Comparison]
+) -> list[tuple[Literal["start", "finish"], Tensor]] | None:
+    """Every track's :attr:`Track.intact` if all are known and both tracks of every simultaneous
+    comparison have it at the same end (so that the remaining steps line up); else None."""
+    ends = [tr.intact for tr in tracks]
+    known = [e for e in ends if e is not None]
+    if not tracks or len(known) != len(ends):
+        return None
     for comp in comparisons:
-        if comp.other is not None:
-            a, b = tracks[comp.track].intact, tracks[comp.other].intact
-            if a is None or b is None or a[0] != b[0]:
-                return False
-    return True
+        if comp.other is not None and known[comp.track][0] != known[comp.other][0]:
+            return None
+    return known
 
 
 def perturbation_curves(
@@ -266,12 +268,10 @@ def perturbation_curves(
     height, width = ctx.size
     k = math.ceil(height * width / n_steps)
     n_points = n_steps + 1
-    skip = _known_endpoints(tracks, comparisons)
-    n_walked = n_steps if skip else n_points
+    known = _intact_ends(tracks, comparisons)
+    n_walked = n_points if known is None else n_steps
     # Step of walked point i for each track: i, or i + 1 when the track's step 0 is known.
-    offsets = [
-        1 if skip and tr.intact is not None and tr.intact[0] == "start" else 0 for tr in tracks
-    ]
+    offsets = [0] * len(tracks) if known is None else [int(end == "start") for end, _ in known]
     total = batch * n_walked
     per_chunk = max(1, batch_size // len(tracks))
     pieces: list[list[Tensor]] = [[] for _ in comparisons]
@@ -291,20 +291,15 @@ def perturbation_curves(
             z = torch.split(ctx.embed_chunked(torch.cat(images), batch_size), len(idx))
             for out, comp in zip(pieces, comparisons):
                 out.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
-        curves = []
-        for out, comp in zip(pieces, comparisons):
-            curve = torch.cat(out).view(batch, n_walked)
-            intact = tracks[comp.track].intact
-            if skip and intact is not None:
-                if comp.other is not None:
-                    other_intact = tracks[comp.other].intact
-                    assert other_intact is not None  # checked by _known_endpoints
-                    partner = other_intact[1]
-                else:
-                    partner = _partner(comp, (), torch.arange(batch, device=ctx.device))
-                known = similarity(ctx, intact[1], partner).unsqueeze(1)
-                curve = torch.cat([known, curve] if intact[0] == "start" else [curve, known], 1)
-            curves.append(curve)
+        curves = [torch.cat(out).view(batch, n_walked) for out in pieces]
+        if known is not None:
+            # The known end of each curve: the similarity of the intact embeddings.
+            z_known = [z for _, z in known]
+            every = torch.arange(batch, device=ctx.device)
+            for i, comp in enumerate(comparisons):
+                end = similarity(ctx, z_known[comp.track], _partner(comp, z_known, every))
+                parts = [end.unsqueeze(1), curves[i]]
+                curves[i] = torch.cat(parts if known[comp.track][0] == "start" else parts[::-1], 1)
     return curves
 
 
