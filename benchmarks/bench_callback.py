@@ -9,7 +9,7 @@
 2. **One evaluation through the callback's real code path**: a tiny ``Trainer`` (CSVLogger, one
    training batch) fits a LightningModule wrapping a ResNet-18 embedding (``fc = Identity``,
    32 px) with ``PairExplanationCallback()`` at its defaults (default methods, metrics,
-   ``n_pairs`` and ``n_steps``; only ``pairing="dataset"`` and ``probe_source="train"`` are set,
+   ``n_pairs`` and ``n_steps``; only ``probe={"pairing": "dataset", "source": "train"}`` is set,
    because the toy dataset yields pairs). The fit includes the dry run and a first evaluation
    (the warm-up). Then ``callback.on_train_epoch_end(trainer, module)`` is timed (median of
    ``--repeats``): explanation, metrics, rendering, PNG/CSV files through the file sink and the
@@ -152,7 +152,7 @@ def train_step_times(
 
 
 def save_probe(n_pairs: int, size: int, directory: Path) -> Path:
-    from lightning_explain.probe import ProbeSet
+    from lightning_explain.data import ProbeSet
 
     data = PairData(n_pairs, size)
     probe = ProbeSet(
@@ -177,9 +177,12 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
 
     from lightning_explain import PairExplanationCallback
 
-    small: dict[str, Any] = {"n_pairs": 2, "n_steps": 4} if args.smoke else {}
-    callback = PairExplanationCallback(pairing="dataset", probe_source="train", **small)
-    module = make_module(args.size, max(16, callback.n_pairs))
+    probe: dict[str, Any] = {"pairing": "dataset", "source": "train"}
+    small: dict[str, Any] = {"n_steps": 4} if args.smoke else {}
+    if args.smoke:
+        probe["n_pairs"] = 2
+    callback = PairExplanationCallback(probe=probe, **small)
+    module = make_module(args.size, max(16, callback.probe_settings.n_pairs))
     trainer = L.Trainer(
         accelerator="cuda" if device.type == "cuda" else "cpu",
         devices=1,
@@ -199,9 +202,7 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
     autocast = None
     if args.autocast is not None:
         # The same probe with autocast on, timed against float32 runs interleaved with it.
-        fast = PairExplanationCallback(
-            pairing="dataset", probe_source="train", autocast=args.autocast, **small
-        )
+        fast = PairExplanationCallback(probe=probe, autocast=args.autocast, **small)
         fast.load_probe(callback.save_probe(workdir / "probe_autocast.pt"))
         fast.compute_scores(module)  # warm-up
         pairs = [
@@ -227,7 +228,7 @@ def bench_hook(args: argparse.Namespace, device: torch.device, workdir: Path) ->
         "compute": compute,
         "methods": list(callback.methods),
         "metrics": callback.metrics,
-        "n_pairs": callback.n_pairs,
+        "n_pairs": callback.probe_settings.n_pairs,
         "n_steps": callback.n_steps,
         "batch_size": callback.batch_size,
         "errors": callback.error_count,
@@ -248,7 +249,8 @@ def evaluation(
     """compute_scores of a callback built with ``kwargs``: median seconds, forwards, max batch."""
     from lightning_explain import PairExplanationCallback
 
-    callback = PairExplanationCallback(pairing="dataset", **kwargs)
+    n_pairs = kwargs.pop("n_pairs", 8)
+    callback = PairExplanationCallback(probe={"n_pairs": n_pairs, "pairing": "dataset"}, **kwargs)
     callback.load_probe(probe_path)
     recorder = ForwardRecorder(net)
     callback.compute_scores(recorder)  # warm-up and the forward count
@@ -282,10 +284,10 @@ def rss_child(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         from lightning_explain import PairExplanationCallback
 
-        warm = PairExplanationCallback(pairing="dataset", n_steps=1, batch_size=2)
+        warm = PairExplanationCallback(probe={"pairing": "dataset"}, n_steps=1, batch_size=2)
         warm.load_probe(save_probe(1, args.size, Path(tmp)))
         warm.compute_scores(net)  # imports and lazy initialisation, at a tiny peak
-        callback = PairExplanationCallback(pairing="dataset", batch_size=batch_size)
+        callback = PairExplanationCallback(probe={"pairing": "dataset"}, batch_size=batch_size)
         callback.load_probe(save_probe(n_pairs, args.size, Path(tmp)))
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the high-water mark to the current RSS
@@ -351,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         args.grid_methods = ["gradcam", "gradcam,input_x_gradient"]
         args.memory_batch_sizes, args.memory_pairs, args.no_rss = [4, 16], [2], True
     device = torch.device(args.device)
-    from lightning_explain.callback import DEFAULT_METHODS
+    from lightning_explain.evaluation import DEFAULT_METHODS
 
     train_batch = 16 if args.smoke else CIFAR_BATCH
     print(f"{machine_line(device)}, size: {args.size}px, repeats: {args.repeats} (median)")

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ssl_models import MODELS, SSLDataModule
 
+from lightning_explain.data import KNNSettings, ProbeSettings
 from lightning_explain.pl import PairExplanationCallback
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # lightly's SimCLRTransform normalises with these
@@ -116,17 +117,19 @@ def main(argv: list[str] | None = None) -> int:
             {"name": m, "window": 8, "stride": 4} if m.endswith("occlusion") else m
             for m in args.methods
         ],
-        n_pairs=args.n_pairs,
+        probe=ProbeSettings(n_pairs=args.n_pairs, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        knn=None
+        if args.no_knn
+        else KNNSettings(
+            k=args.knn_k,
+            temperature=args.knn_temperature,
+            samples=args.knn_samples,
+            queries=args.knn_queries,
+            embedding=args.knn_embedding,
+        ),
         n_steps=args.n_steps,
         embedding="embed",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
         seed=args.seed,
-        knn_k=None if args.no_knn else args.knn_k,
-        knn_temperature=args.knn_temperature,
-        knn_samples=args.knn_samples,
-        knn_queries=args.knn_queries,
-        knn_embedding=args.knn_embedding,
     )
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",

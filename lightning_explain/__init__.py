@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lightning_explain._perf import perturbation_autocast
+from lightning_explain._version import __version__
+from lightning_explain.data import KNNSettings, ProbeSet, ProbeSettings
+from lightning_explain.evaluation import (
+    MethodEvaluation,
+    MethodSpec,
+    ProbeEvaluation,
+    evaluate_probe,
+    parse_methods,
+)
 from lightning_explain.explain import explain
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods import get_method, list_methods, method_info
@@ -19,13 +28,18 @@ from lightning_explain.similarity import list_similarities
 if TYPE_CHECKING:
     from lightning_explain.callback import PairExplanationCallback
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "KNNSettings",
+    "MethodEvaluation",
+    "MethodSpec",
     "PairExplanation",
     "PairExplanationCallback",
+    "ProbeEvaluation",
+    "ProbeSet",
+    "ProbeSettings",
     "__version__",
     "evaluate",
+    "evaluate_probe",
     "explain",
     "get_method",
     "list_methods",
@@ -33,6 +47,7 @@ __all__ = [
     "list_similarities",
     "method_info",
     "metric_info",
+    "parse_methods",
     "perturbation_autocast",
 ]
 

@@ -1,15 +1,12 @@
-"""Shared machinery of every method and metric: input checks, the guest-in-the-run guard, embedding.
+"""Shared machinery of every method and metric: input checks, the pair context, map finishing.
 
-Every public method and metric opens a :func:`pair_context`. Inside it:
-
-* the inputs have been validated (shape, dtype, device) and replaced by detached clones that are
-  ordinary (non-inference) tensors, so gradients can be taken even when the caller is under
-  ``torch.inference_mode()``;
-* every ``nn.Module`` reachable from ``model`` is in eval mode (no BatchNorm statistics are updated,
-  dropout is off); the per-submodule ``training`` flags are restored on exit, also after an exception;
-* gradients are enabled and inference mode is off;
-* the global torch RNG is forked, so whatever runs inside cannot shift the caller's random stream
-  (methods draw their own randomness from :meth:`PairContext.generator`).
+Every public method and metric opens a :func:`pair_context`. Inside it the inputs have been
+validated (shape, dtype, device) and replaced by detached clones that are ordinary
+(non-inference) tensors, so gradients can be taken even when the caller is under
+``torch.inference_mode()``, and the body runs under the guest guard of
+:func:`lightning_explain._guard.guest` (eval mode with every submodule's flag restored, gradients
+on, the global RNGs forked, no hooks left behind). Methods draw their own randomness from
+:meth:`PairContext.generator`.
 
 Gradients are only ever taken with :func:`torch.autograd.grad` with respect to inputs or
 activations, so parameter ``.grad`` buffers are never written.
@@ -18,9 +15,8 @@ activations, so parameter ``.grad`` buffers are never written.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
@@ -29,23 +25,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from lightning_explain._checks import check_batch_size, check_positive_int, describe
+from lightning_explain._guard import guest
+from lightning_explain._perf import (
+    AUTOGRAD_BYTES_PER_INPUT_BYTE,
+    BYTES_PER_INPUT_BYTE,
+    auto_batch_size,
+    autocast_forward,
+)
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.similarity import SimilarityFn, resolve_similarity
 
 __all__ = [
     "Model",
     "PairContext",
-    "attribute_embedding",
     "check_batch_size",
     "check_embedding",
     "check_heatmap",
     "check_pair",
+    "check_positive_int",
     "finalize_maps",
     "find_modules",
-    "forward_embedding",
     "gaussian_blur",
     "guided_relu",
-    "has_attribute_path",
     "pair_context",
     "removable_hooks",
     "upsample_maps",
@@ -56,12 +58,6 @@ Model = Union[nn.Module, Callable[[Tensor], Tensor]]
 
 # --------------------------------------------------------------------------------------------------
 # Input validation
-
-
-def _describe(t: object) -> str:
-    if isinstance(t, Tensor):
-        return f"a {t.dtype} tensor of shape {tuple(t.shape)} on {t.device}"
-    return f"an object of type {type(t).__name__}"
 
 
 def check_pair(x1: object, x2: object, *, owner: str = "explain") -> tuple[Tensor, Tensor]:
@@ -75,7 +71,7 @@ def check_pair(x1: object, x2: object, *, owner: str = "explain") -> tuple[Tenso
         if not isinstance(x, Tensor):
             raise TypeError(
                 f"`{owner}`: expected `{name}` to be a float tensor of shape (B, C, H, W), "
-                f"but got {_describe(x)}."
+                f"but got {describe(x)}."
             )
         if not x.is_floating_point():
             raise TypeError(
@@ -114,7 +110,7 @@ def check_heatmap(h: object, x: Tensor, *, name: str, owner: str) -> Tensor:
         ValueError: for a wrong shape or non-finite values.
     """
     if not isinstance(h, Tensor):
-        raise TypeError(f"`{owner}`: expected `{name}` to be a tensor, but got {_describe(h)}.")
+        raise TypeError(f"`{owner}`: expected `{name}` to be a tensor, but got {describe(h)}.")
     if h.ndim == 4 and h.shape[1] == 1:
         h = h[:, 0]
     if h.ndim != 3 or h.shape[0] != x.shape[0]:
@@ -172,19 +168,6 @@ def find_modules(model: object) -> list[nn.Module]:
     return found
 
 
-@contextmanager
-def _eval_mode(modules: Sequence[nn.Module]) -> Iterator[None]:
-    """Put every submodule in eval mode; restore each submodule's own flag on exit."""
-    flags = [(m, m.training) for root in modules for m in root.modules()]
-    try:
-        for root in modules:
-            root.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 # --------------------------------------------------------------------------------------------------
 # Hooks
 
@@ -200,38 +183,46 @@ def removable_hooks() -> Iterator[list[RemovableHandle]]:
             handle.remove()
 
 
-def _positive_grad_hook(
-    module: nn.Module, grad_input: tuple[Tensor | None, ...], grad_output: tuple[Tensor | None, ...]
-) -> tuple[Tensor | None, ...]:
-    return tuple(None if g is None else g.clamp(min=0) for g in grad_input)
+class _PositiveGradient(torch.autograd.Function):
+    """Identity forward (a copy, so that later in-place operations are allowed); the backward
+    passes on only the positive part of the gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad.clamp(min=0)
+
+
+def _guide_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+    return _PositiveGradient.apply(output) if isinstance(output, Tensor) else output
 
 
 @contextmanager
 def guided_relu(modules: Sequence[nn.Module], enabled: bool = True) -> Iterator[None]:
     """Guided backpropagation: every ``nn.ReLU`` passes back only the positive part of its gradient.
 
-    As in the paper's code, only ``nn.ReLU`` modules are hooked; functional ``F.relu`` calls are not.
-    Hooks are removed on exit, also after an exception.
+    As in the paper's code, only ``nn.ReLU`` modules are guided; functional ``F.relu`` calls are
+    not. The gradient reaching each ReLU's output is clamped at 0 by a forward hook (the ReLU's
+    own backward then masks it by its input), which equals the paper's backward hook on the ReLU's
+    input gradient, ``clamp(g * 1[x > 0]) = clamp(g) * 1[x > 0]``. Forward hooks leave no mark on
+    the module (full backward hooks would switch its backward-hook mode and clash with in-place
+    ReLUs and with the user's own ``register_backward_hook``). Hooks are removed on exit, also
+    after an exception.
     """
     if not enabled:
         yield
         return
     with removable_hooks() as handles:
+        seen: set[int] = set()
         for root in modules:
             for m in root.modules():
-                if isinstance(m, nn.ReLU):
-                    handles.append(m.register_full_backward_hook(_positive_grad_hook))
-        # In-place ReLUs cannot be combined with full backward hooks; run them out of place.
-        inplace = [
-            m for root in modules for m in root.modules() if isinstance(m, nn.ReLU) and m.inplace
-        ]
-        try:
-            for m in inplace:
-                m.inplace = False
-            yield
-        finally:
-            for m in inplace:
-                m.inplace = True
+                if isinstance(m, nn.ReLU) and id(m) not in seen:
+                    seen.add(id(m))
+                    handles.append(m.register_forward_hook(_guide_output))
+        yield
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,8 +316,6 @@ class PairContext:
         the embeddings come back as float32 (unless ``autocast=False``: the targets of gradient
         methods stay in the caller's precision).
         """
-        from lightning_explain._perf import autocast_forward
-
         forward = functools.partial(autocast_forward, self.model) if autocast else self.model
         with torch.inference_mode():
             return torch.cat(
@@ -345,10 +334,8 @@ class PairContext:
         """
         if batch_size is not None:
             return batch_size
-        from lightning_explain import _perf
-
-        per_byte = _perf.AUTOGRAD_BYTES_PER_INPUT_BYTE if autograd else _perf.BYTES_PER_INPUT_BYTE
-        return _perf.auto_batch_size(
+        per_byte = AUTOGRAD_BYTES_PER_INPUT_BYTE if autograd else BYTES_PER_INPUT_BYTE
+        return auto_batch_size(
             self.device,
             tuple(self.x1.shape[1:]),
             dtype=self.x1.dtype,
@@ -370,39 +357,6 @@ class PairContext:
         )
 
 
-def forward_embedding(module: Any, x: Tensor) -> Tensor:
-    """The embedding of a LightningModule's ``forward``: ``module(x)``."""
-    z: Tensor = module(x)
-    return z
-
-
-def attribute_embedding(path: str, module: Any, x: Tensor) -> Tensor:
-    """The embedding of the submodule or method at the dotted ``path`` of ``module``.
-
-    ``attribute_embedding("backbone", m, x)`` is ``m.backbone(x)``, flattened to ``(B, D)`` when the
-    output has more than two dimensions (pooled ``(B, D, 1, 1)`` features).
-    """
-    target: Any = module
-    for part in path.split("."):
-        target = getattr(target, part)
-    z = target(x)
-    if isinstance(z, Tensor) and z.ndim > 2:
-        z = z.flatten(1)
-    out: Tensor = z
-    return out
-
-
-def has_attribute_path(module: object, path: str) -> bool:
-    """Whether the dotted ``path`` (``"backbone"``, ``"model.encoder"``) names a callable
-    attribute of ``module``."""
-    target: object = module
-    for part in path.split("."):
-        if not part.isidentifier() or not hasattr(target, part):
-            return False
-        target = getattr(target, part)
-    return callable(target)
-
-
 def check_embedding(z: object, x: Tensor, *, owner: str) -> Tensor:
     """Check a model output: a finite floating ``(N, D)`` tensor with ``N == len(x)``.
 
@@ -419,7 +373,7 @@ def check_embedding(z: object, x: Tensor, *, owner: str) -> Tensor:
             )
         raise TypeError(
             f"`{owner}`: expected `model` to return a (B, D) embedding tensor, but it returned "
-            f"{_describe(z)}.{hint}"
+            f"{describe(z)}.{hint}"
         )
     if z.ndim != 2 or z.shape[0] != x.shape[0]:
         hint = ""
@@ -448,7 +402,7 @@ def pair_context(
     similarity: Union[str, SimilarityFn] = "cosine",
     owner: str = "explain",
 ) -> Iterator[PairContext]:
-    """Validate inputs and run the body as a guest: eval mode, grads on, forked RNG, restored flags.
+    """Validate inputs and run the body as a guest (see :func:`lightning_explain._guard.guest`).
 
     Raises:
         TypeError: if ``model`` is not callable or an input is not a float tensor.
@@ -462,15 +416,9 @@ def pair_context(
     a, b = check_pair(x1, x2, owner=owner)
     sim_fn = resolve_similarity(similarity)
     modules = find_modules(model)
-    device = a.device
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(torch.enable_grad())
-        stack.enter_context(torch.random.fork_rng(devices=fork_devices))
-        stack.enter_context(_eval_mode(modules))
+    with guest(modules, a.device):
         # Clones made outside inference mode are ordinary tensors that autograd accepts.
-        ctx = PairContext(
+        yield PairContext(
             model=model,
             modules=modules,
             x1=a.detach().clone(),
@@ -478,31 +426,3 @@ def pair_context(
             similarity=sim_fn,
             owner=owner,
         )
-        yield ctx
-
-
-def n_chunks(total: int, chunk: int) -> int:
-    """Number of chunks of size ``chunk`` covering ``total`` items."""
-    return max(1, math.ceil(total / chunk))
-
-
-def check_batch_size(value: object, *, owner: str, name: str = "batch_size") -> int | None:
-    """Return ``value`` if it is None (choose per device, see :meth:`PairContext.chunk_size`) or a
-    positive int; otherwise raise a clear error."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"`{owner}`: expected `{name}` to be a positive int or None (chosen from the device's "
-            f"memory), but got {value!r}."
-        )
-    return check_positive_int(value, name=name, owner=owner)
-
-
-def check_positive_int(value: object, *, name: str, owner: str, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int ``>= minimum``; otherwise raise a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{owner}`: expected `{name}` to be an int, but got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{owner}`: expected `{name}` >= {minimum}, but got {value}.")
-    return value

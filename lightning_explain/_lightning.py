@@ -13,13 +13,20 @@ import importlib
 from types import ModuleType
 from typing import Any, Literal
 
+import torch
+
 __all__ = [
     "Namespace",
     "callback_base",
+    "check_strategy",
     "default_namespace",
     "has_lightning",
     "import_namespace",
     "resolve_dotted",
+    "trainer_device",
+    "trainer_precision",
+    "trainer_skips",
+    "trainer_stage",
     "unsupported_strategy",
 ]
 
@@ -78,6 +85,23 @@ def unsupported_strategy(strategy: object) -> str | None:
     return None
 
 
+def check_strategy(strategy: object, *, owner: str) -> None:
+    """Refuse sharded strategies (FSDP, DeepSpeed), whose parameters a single rank cannot run.
+
+    Raises:
+        ValueError: naming the strategy, what is supported and the alternative.
+    """
+    name = unsupported_strategy(strategy)
+    if name is not None:
+        raise ValueError(
+            f"`{owner}` does not support the {name} strategy ({type(strategy).__name__}): it "
+            f"explains the probe set on global rank 0 with the unsharded LightningModule, which "
+            f"sharded parameters do not allow. Supported: single-device training and the DDP "
+            f"family (strategy='ddp', 'ddp_spawn', 'ddp_fork', 'ddp_notebook'). Remove the "
+            f"callback and explain saved checkpoints instead."
+        )
+
+
 def resolve_dotted(path: str, *, argument: str, owner: str) -> Any:
     """Import ``"pkg.mod:attr.sub"`` or ``"pkg.mod.attr"`` and return the object.
 
@@ -113,3 +137,35 @@ def resolve_dotted(path: str, *, argument: str, owner: str) -> Any:
         f"`{owner}`: could not import `{argument}={path!r}`{detail}. Expected a dotted path "
         f"'package.module:function' or 'package.module.function'."
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Public Trainer attributes, read the same way in both namespaces
+
+
+def trainer_device(trainer: Any, pl_module: Any) -> torch.device:
+    """The device the strategy runs the module on (``strategy.root_device``), else the device of
+    the module's parameters, else the CPU."""
+    device = getattr(getattr(trainer, "strategy", None), "root_device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next((p.device for p in pl_module.parameters()), torch.device("cpu"))
+
+
+def trainer_precision(trainer: Any) -> Any:
+    """The trainer's precision plugin (``None`` if it has none)."""
+    plugin = getattr(trainer, "precision_plugin", None)
+    if plugin is None:
+        plugin = getattr(getattr(trainer, "strategy", None), "precision_plugin", None)
+    return plugin
+
+
+def trainer_stage(trainer: Any) -> str:
+    """``"fit"``, ``"validate"``, ... (``trainer.state.fn``)."""
+    fn = getattr(getattr(trainer, "state", None), "fn", None)
+    return str(getattr(fn, "value", fn))
+
+
+def trainer_skips(trainer: Any) -> bool:
+    """Whether callbacks should skip work now: the sanity check or ``fast_dev_run``."""
+    return bool(trainer.sanity_checking) or bool(trainer.fast_dev_run)

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Union
+from typing import Literal, Union, overload
 
 import torch
 from torch import Tensor
@@ -150,12 +150,25 @@ _AUTOCAST: ContextVar[Union[torch.dtype, None]] = ContextVar(
 )
 
 
-def check_autocast_dtype(dtype: object, *, name: str = "dtype", owner: str) -> torch.dtype:
-    """``dtype`` as a half-precision ``torch.dtype``; accepts the names of :data:`AUTOCAST_DTYPES`.
+@overload
+def check_autocast_dtype(
+    dtype: object, *, name: str = ..., owner: str, optional: Literal[False] = ...
+) -> torch.dtype: ...
+@overload
+def check_autocast_dtype(
+    dtype: object, *, name: str = ..., owner: str, optional: Literal[True]
+) -> torch.dtype | None: ...
+def check_autocast_dtype(
+    dtype: object, *, name: str = "dtype", owner: str, optional: bool = False
+) -> torch.dtype | None:
+    """``dtype`` as a half-precision ``torch.dtype``; accepts the names of :data:`AUTOCAST_DTYPES`
+    (and ``None`` with ``optional=True``: autocast off).
 
     Raises:
         ValueError: an unknown name or a dtype other than float16/bfloat16.
     """
+    if dtype is None and optional:
+        return None
     if isinstance(dtype, str) and dtype in AUTOCAST_DTYPES:
         return AUTOCAST_DTYPES[dtype]
     if isinstance(dtype, torch.dtype) and dtype in (torch.float16, torch.bfloat16):

@@ -33,7 +33,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from lightning_explain.probe import PROBE_FORMAT, ProbeSet
+from lightning_explain.data.probe import PROBE_FORMAT, ProbeSet
 
 __all__ = [
     "CheckpointError",

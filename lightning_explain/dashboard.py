@@ -778,7 +778,7 @@ def render_html(data: DashboardData) -> str:
     Raises:
         ValueError: for inconsistent ``data`` (see :meth:`DashboardData.validate`).
     """
-    from lightning_explain import __version__
+    from lightning_explain._version import __version__
 
     data.validate()
     tabs: list[tuple[str, str, str]] = [

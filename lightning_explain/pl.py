@@ -19,7 +19,9 @@ __all__ = ["PairExplanationCallback"]
 if TYPE_CHECKING:
     from pytorch_lightning import Callback as _Callback
 
-    class PairExplanationCallback(PairExplanationLogic, _Callback): ...
+    class PairExplanationCallback(PairExplanationLogic, _Callback):  # type: ignore[misc]
+        """The callback for ``pytorch_lightning``; see
+        :class:`lightning_explain.PairExplanationCallback`."""
 
 else:
     _Callback = callback_base("pytorch_lightning")

@@ -26,6 +26,7 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor, nn
 
+from lightning_explain._checks import check_literal
 from lightning_explain._core import (
     Model,
     PairContext,
@@ -54,7 +55,6 @@ LayerSpec = Union[str, nn.Module]
 Reduction = Literal["mean", "max", "attn"]
 """How Interaction-CAM pools each image's activations into a channel vector."""
 
-_REDUCTIONS: tuple[str, ...] = ("mean", "max", "attn")
 
 # A token count N is accepted as an (h, w) grid when h/w is within this factor of the input's H/W.
 _GRID_ASPECT_TOLERANCE = math.log(1.5)
@@ -685,11 +685,7 @@ def interaction_cam(
         >>> tuple(e.h2.shape)
         (2, 32, 32)
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"`interaction_cam`: expected `reduction` to be one of {list(_REDUCTIONS)}, but got "
-            f"{reduction!r}."
-        )
+    check_literal(reduction, Reduction, name="reduction", owner="interaction_cam")
     if not isinstance(grad_interact, bool):
         raise TypeError(
             f"`interaction_cam`: expected `grad_interact` to be a bool, but got {grad_interact!r}."

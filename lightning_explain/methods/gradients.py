@@ -33,15 +33,14 @@ from typing import Literal, TypeVar, Union, cast, get_args
 import torch
 from torch import Tensor
 
-from lightning_explain._core import (
-    Model,
-    PairContext,
+from lightning_explain._checks import (
     check_batch_size,
+    check_bool,
+    check_int,
+    check_literal,
     check_positive_int,
-    gaussian_blur,
-    guided_relu,
-    pair_context,
 )
+from lightning_explain._core import Model, PairContext, gaussian_blur, guided_relu, pair_context
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.similarity import SimilarityFn, SimilarityName
 
@@ -51,7 +50,9 @@ __all__ = [
     "averaged_transforms",
     "input_x_gradient",
     "integrated_gradients",
+    "integrated_gradients_attributions",
     "smoothgrad",
+    "smoothgrad_noise",
 ]
 
 TransformName = Literal["combine", "color_jitter", "blur", "grayscale", "solarize"]
@@ -66,7 +67,6 @@ Transform = Union[TransformName, Callable[[Tensor], Tensor]]
 _T = TypeVar("_T")
 
 _TRANSFORMS: tuple[str, ...] = get_args(TransformName)
-_BASELINES: tuple[str, ...] = get_args(BaselineName)
 
 _NOISE_LEVEL = 0.15
 """The paper's noise numerator: ``sigma = 0.15 / (max(x) - min(x))``."""
@@ -79,29 +79,15 @@ _MAP_BLUR = (11, 5.0)
 # Option checks
 
 
-def _check_bool(value: object, *, name: str, owner: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"`{owner}`: expected `{name}` to be a bool (True or False), but got {value!r}."
-        )
-    return value
-
-
-def _check_seed(value: object, *, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{owner}`: expected `seed` to be an int, but got {value!r}.")
-    return value
-
-
 def _check_sampling(
     owner: str, *, guided: object, blur: object, seed: object, batch_size: object
 ) -> tuple[bool, bool, int, int | None]:
     """Check the options the multi-sample gradient methods share: ``(guided, blur, seed,
     batch_size)``; ``batch_size`` is None (chosen per device) or a positive int."""
     return (
-        _check_bool(guided, name="guided", owner=owner),
-        _check_bool(blur, name="blur", owner=owner),
-        _check_seed(seed, owner=owner),
+        check_bool(guided, name="guided", owner=owner),
+        check_bool(blur, name="blur", owner=owner),
+        check_int(seed, name="seed", owner=owner),
         check_batch_size(batch_size, owner=owner),
     )
 
@@ -123,12 +109,14 @@ def _check_sigma(value: object, *, owner: str) -> float | None:
 
 def _check_transform(value: object, *, owner: str) -> Transform:
     if isinstance(value, str):
-        if value not in _TRANSFORMS:
-            raise ValueError(
-                f"`{owner}`: expected `transform` to be one of {list(_TRANSFORMS)} or a callable "
-                f"(B, C, H, W) -> (B, C, H, W), but got {value!r}."
-            )
-        return value  # type: ignore[return-value]
+        name: TransformName = check_literal(
+            value,
+            TransformName,
+            name="transform",
+            owner=owner,
+            hint="Or pass a callable (B, C, H, W) -> (B, C, H, W).",
+        )
+        return name
     if callable(value):
         return cast(Callable[[Tensor], Tensor], value)
     raise TypeError(
@@ -138,11 +126,8 @@ def _check_transform(value: object, *, owner: str) -> Transform:
 
 
 def _check_baseline(value: object, *, owner: str) -> BaselineName:
-    if not isinstance(value, str) or value not in _BASELINES:
-        raise ValueError(
-            f"`{owner}`: expected `baseline` to be one of {list(_BASELINES)}, but got {value!r}."
-        )
-    return value  # type: ignore[return-value]
+    out: BaselineName = check_literal(value, BaselineName, name="baseline", owner=owner)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,8 +360,8 @@ def input_x_gradient(
         ((2, 32, 32), (2,))
     """
     owner = "input_x_gradient"
-    guided = _check_bool(guided, name="guided", owner=owner)
-    blur = _check_bool(blur, name="blur", owner=owner)
+    guided = check_bool(guided, name="guided", owner=owner)
+    blur = check_bool(blur, name="blur", owner=owner)
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
         b = ctx.batch
         a1 = ctx.x1.clone().requires_grad_(True)
@@ -412,11 +397,12 @@ def _smoothgrad_stream(ctx: PairContext, noise: float | None, seed: int) -> _Noi
     return _NoiseStream(ctx.generator(seed), ctx.x1, sigma)
 
 
-def _smoothgrad_noise(
+def smoothgrad_noise(
     x1: Tensor, x2: Tensor, *, n_samples: int, noise: float | None = None, seed: int = 0
 ) -> Tensor:
     """The noise :func:`smoothgrad` adds, ``(n_samples, B, C, H, W)``: sample ``k`` is added to
-    both ``x1`` and ``x2`` (for tests and oracles)."""
+    both ``x1`` and ``x2``. Use it to reproduce a SmoothGrad map with another library (e.g.
+    captum's ``Saliency`` on ``x + noise[k]``)."""
     with pair_context(lambda x: x.flatten(1), x1, x2, owner="smoothgrad") as ctx:
         stream = _smoothgrad_stream(ctx, noise, seed)
         return torch.stack([stream.draw() for _ in range(n_samples)])
@@ -698,7 +684,7 @@ def averaged_transforms(
     owner = "averaged_transforms"
     transform = _check_transform(transform, owner=owner)
     steps = check_positive_int(steps, name="steps", owner=owner)
-    noise = _check_bool(noise, name="noise", owner=owner)
+    noise = check_bool(noise, name="noise", owner=owner)
     guided, blur, seed, batch_size = _check_sampling(
         owner, guided=guided, blur=blur, seed=seed, batch_size=batch_size
     )
@@ -758,7 +744,7 @@ def _integrated_gradients(
         return finish(ctx, delta * (grads / n_steps).to(delta.dtype), sim)
 
 
-def _integrated_gradients_attributions(
+def integrated_gradients_attributions(
     model: Model,
     x1: Tensor,
     x2: Tensor,
@@ -768,9 +754,11 @@ def _integrated_gradients_attributions(
     similarity: Similarity = "cosine",
     batch_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Signed integrated-gradients attributions ``(attr1, attr2)``, each ``(B, C, H, W)``.
+    """Signed integrated-gradients attributions ``(attr1, attr2)``, each ``(B, C, H, W)``, before
+    the per-pixel reduction of :func:`integrated_gradients` (same arguments).
 
-    ``attr1.sum((1, 2, 3))`` approximates ``s(x1, x2) - s(b1, x2)`` (completeness).
+    ``attr1.sum((1, 2, 3))`` approximates ``s(x1, x2) - s(b1, x2)`` (completeness), which makes
+    these attributions the ones to check a convergence delta on.
     """
 
     def split(ctx: PairContext, attr: Tensor, sim: Tensor) -> tuple[Tensor, Tensor]:

@@ -21,13 +21,14 @@ from typing import Literal, Union
 import torch
 from torch import Tensor
 
-from lightning_explain._core import (
-    Model,
-    PairContext,
+from lightning_explain._checks import (
     check_batch_size,
+    check_literal,
     check_positive_int,
-    pair_context,
+    check_range,
+    check_real,
 )
+from lightning_explain._core import Model, PairContext, pair_context
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods._perturb import IntactPair, acc_dtype, chunked_scores, intact_pair
 from lightning_explain.similarity import SimilarityFn
@@ -35,6 +36,10 @@ from lightning_explain.similarity import SimilarityFn
 __all__ = ["conditional_occlusion", "context_agnostic_occlusion", "pairwise_occlusion"]
 
 Similarity = Union[str, SimilarityFn]
+
+Credit = Literal["norm", "both"]
+"""How pairwise occlusion credits an erasure: to the image of smaller embedding norm (``"norm"``,
+the paper's code) or to both images (``"both"``)."""
 
 _ERASING_ATTEMPTS = 10
 """Attempts per rectangle, as in ``torchvision.transforms.RandomErasing``."""
@@ -44,42 +49,13 @@ _ERASING_ATTEMPTS = 10
 # Option checks
 
 
-def _check_real(value: object, *, name: str, owner: str) -> float:
-    """Return ``value`` as a finite float; raise ``TypeError``/``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{owner}`: expected `{name}` to be a number, but got {value!r}.")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"`{owner}`: expected `{name}` to be finite, but got {value!r}.")
-    return out
-
-
-def _check_range(
-    value: object, *, name: str, owner: str, upper: float | None
-) -> tuple[float, float]:
-    """Return a ``(low, high)`` pair with ``0 < low <= high`` (and ``high <= upper`` if given)."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(
-            f"`{owner}`: expected `{name}` to be a (low, high) pair of numbers, but got {value!r}."
-        )
-    low = _check_real(value[0], name=f"{name}[0]", owner=owner)
-    high = _check_real(value[1], name=f"{name}[1]", owner=owner)
-    bound = "" if upper is None else f" <= {upper:g}"
-    if not (0.0 < low <= high) or (upper is not None and high > upper):
-        raise ValueError(
-            f"`{owner}`: expected `{name}` = (low, high) with 0 < low <= high{bound}, but got "
-            f"{value!r}."
-        )
-    return low, high
-
-
 def _check_window_options(
     window: object, stride: object, fill: object, batch_size: object, owner: str
 ) -> tuple[int, int, float, int | None]:
     return (
         check_positive_int(window, name="window", owner=owner),
         check_positive_int(stride, name="stride", owner=owner),
-        _check_real(fill, name="fill", owner=owner),
+        check_real(fill, name="fill", owner=owner),
         check_batch_size(batch_size, owner=owner),
     )
 
@@ -468,7 +444,7 @@ def pairwise_occlusion(
     ratio: tuple[float, float] = (1.0, 1.5),
     fill: float = 0.0,
     temperature: float = 1.0,
-    credit: Literal["norm", "both"] = "norm",
+    credit: Credit = "norm",
     seed: int = 0,
     similarity: Similarity = "cosine",
     batch_size: int | None = None,
@@ -536,16 +512,13 @@ def pairwise_occlusion(
     """
     owner = "pairwise_occlusion"
     n_erasures = check_positive_int(n_erasures, name="n_erasures", owner=owner)
-    scale = _check_range(scale, name="scale", owner=owner, upper=1.0)
-    ratio = _check_range(ratio, name="ratio", owner=owner, upper=None)
-    fill = _check_real(fill, name="fill", owner=owner)
-    temperature = _check_real(temperature, name="temperature", owner=owner)
+    scale = check_range(scale, name="scale", owner=owner, upper=1.0)
+    ratio = check_range(ratio, name="ratio", owner=owner, upper=None)
+    fill = check_real(fill, name="fill", owner=owner)
+    temperature = check_real(temperature, name="temperature", owner=owner)
     if temperature <= 0:
         raise ValueError(f"`{owner}`: expected `temperature` > 0, but got {temperature!r}.")
-    if credit not in ("both", "norm"):
-        raise ValueError(
-            f"`{owner}`: expected `credit` to be 'both' or 'norm' (paper code), but got {credit!r}."
-        )
+    credit = check_literal(credit, Credit, name="credit", owner=owner)
     seed = check_positive_int(seed, name="seed", owner=owner, minimum=0)
     batch_size = check_batch_size(batch_size, owner=owner)
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:

@@ -14,16 +14,10 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from lightning_explain._core import (
-    Model,
-    PairContext,
-    check_batch_size,
-    check_positive_int,
-    pair_context,
-)
+from lightning_explain._checks import check_batch_size, check_positive_int, check_real
+from lightning_explain._core import Model, PairContext, pair_context
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods._perturb import acc_dtype, chunked_scores, intact_pair
-from lightning_explain.methods.occlusion import _check_real
 from lightning_explain.similarity import SimilarityFn
 
 __all__ = ["rise"]
@@ -185,7 +179,7 @@ def rise(
     owner = "rise"
     n_masks = check_positive_int(n_masks, name="n_masks", owner=owner)
     cell = check_positive_int(cell, name="cell", owner=owner)
-    p_keep = _check_real(p_keep, name="p_keep", owner=owner)
+    p_keep = check_real(p_keep, name="p_keep", owner=owner)
     if not 0.0 < p_keep <= 1.0:
         raise ValueError(f"`{owner}`: expected `p_keep` in (0, 1], but got {p_keep!r}.")
     seed = check_positive_int(seed, name="seed", owner=owner, minimum=0)

@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_explain._core import (
-    Model,
+from lightning_explain._checks import (
     check_batch_size,
+    check_bool,
+    check_int,
     check_positive_int,
-    gaussian_blur,
-    pair_context,
+    check_real,
 )
+from lightning_explain._core import Model, gaussian_blur, pair_context
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.similarity import SimilarityFn
 
@@ -56,35 +57,6 @@ _EPOCHS_NMF = 100
 
 # --------------------------------------------------------------------------------------------------
 # Option checks
-
-
-def _check_real(
-    value: object, *, name: str, low: float, high: float = math.inf, low_open: bool = False
-) -> float:
-    """Return ``value`` as a float if it is a real number in ``[low, high]`` (``(low, high]``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{_OWNER}`: expected `{name}` to be a real number, but got {value!r}.")
-    v = float(value)
-    too_low = v <= low if low_open else v < low
-    if not math.isfinite(v) or too_low or v > high:
-        left = "(" if low_open else "["
-        right = "]" if math.isfinite(high) else ")"
-        raise ValueError(
-            f"`{_OWNER}`: expected `{name}` in {left}{low:g}, {high:g}{right}, but got {value!r}."
-        )
-    return v
-
-
-def _check_bool(value: object, *, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{_OWNER}`: expected `{name}` to be True or False, but got {value!r}.")
-    return value
-
-
-def _check_int(value: object, *, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{_OWNER}`: expected `{name}` to be an int, but got {value!r}.")
-    return value
 
 
 def _import_nmf() -> type:
@@ -569,16 +541,16 @@ def pixel_invariance(
     """
     n_aug = check_positive_int(n_augmentations, name="n_augmentations", owner=_OWNER, minimum=2)
     size = check_positive_int(size, name="size", owner=_OWNER, minimum=4)
-    nmf = _check_bool(nmf, name="nmf")
+    nmf = check_bool(nmf, name="nmf", owner=_OWNER)
     n_components = check_positive_int(n_components, name="n_components", owner=_OWNER)
-    lr = _check_real(lr, name="lr", low=0.0, low_open=True)
-    l1 = _check_real(l1, name="l1", low=0.0)
+    lr = check_real(lr, name="lr", owner=_OWNER, minimum=0.0, exclusive_minimum=True)
+    l1 = check_real(l1, name="l1", owner=_OWNER, minimum=0.0)
     if epochs is None:
         epochs = _EPOCHS_NMF if nmf else _EPOCHS
     epochs = check_positive_int(epochs, name="epochs", owner=_OWNER)
-    threshold = _check_real(threshold, name="threshold", low=0.0, high=1.0)
-    blur = _check_bool(blur, name="blur")
-    seed = _check_int(seed, name="seed")
+    threshold = check_real(threshold, name="threshold", owner=_OWNER, minimum=0.0, maximum=1.0)
+    blur = check_bool(blur, name="blur", owner=_OWNER)
+    seed = check_int(seed, name="seed", owner=_OWNER)
     batch_size = check_batch_size(batch_size, owner=_OWNER)
     if nmf:
         _import_nmf()  # fail before any forward pass

@@ -6,8 +6,13 @@ max-sensitivity, adapted to pairs (simultaneous and conditional modes).
   :func:`average_increase`, :func:`max_sensitivity`, each returning ``(B,)`` per-pair scores.
 * :func:`evaluate`: several metrics by registry key in shared, chunked forward passes.
 * Registry: :func:`list_metrics`, :func:`metric_info` (``higher_is_better``, cost).
-* torchmetrics wrappers (DDP-synced means): :class:`Insertion`, :class:`Deletion`,
+* torchmetrics classes (DDP-synced means): :class:`Insertion`, :class:`Deletion`,
   :class:`AverageDrop`, :class:`AverageIncrease`, :class:`MaxSensitivity`.
+* :data:`Direction`: which image a conditional metric perturbs (``"both"``, the default
+  everywhere: the mean of both directions; ``"x1"``; ``"x2"``).
+
+The maths of each family lives once, in ``metrics/functional/<family>.py``; the functions, the
+classes and :func:`evaluate` all run it through the same helpers.
 """
 
 from lightning_explain.metrics._evaluate import evaluate
@@ -17,6 +22,7 @@ from lightning_explain.metrics._registry import (
     list_metrics,
     metric_info,
 )
+from lightning_explain.metrics.drop_increase import AverageDrop, AverageIncrease
 from lightning_explain.metrics.functional import (
     average_drop,
     average_increase,
@@ -24,19 +30,16 @@ from lightning_explain.metrics.functional import (
     insertion,
     max_sensitivity,
 )
-from lightning_explain.metrics.wrappers import (
-    AverageDrop,
-    AverageIncrease,
-    Deletion,
-    Insertion,
-    MaxSensitivity,
-)
+from lightning_explain.metrics.functional._common import Direction
+from lightning_explain.metrics.insertion_deletion import Deletion, Insertion
+from lightning_explain.metrics.sensitivity import MaxSensitivity
 
 __all__ = [
     "DEFAULT_METRICS",
     "AverageDrop",
     "AverageIncrease",
     "Deletion",
+    "Direction",
     "Insertion",
     "MaxSensitivity",
     "MetricInfo",

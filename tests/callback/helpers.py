@@ -170,7 +170,7 @@ def trainer(ns: str = "lightning.pytorch", **kwargs: Any) -> Any:
 
 
 FAST: dict[str, Any] = dict(
-    n_pairs=2, n_steps=4, metrics=["insertion_simultaneous", "deletion_simultaneous"]
+    probe={"n_pairs": 2}, n_steps=4, metrics=["insertion_simultaneous", "deletion_simultaneous"]
 )
 """Cheap callback settings for tests."""
 

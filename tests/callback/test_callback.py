@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import lightning_explain
-from lightning_explain.callback import PairExplanationCallback, parse_methods
+from lightning_explain.callback import PairExplanationCallback
+from lightning_explain.embedding import resolve_embedding
+from lightning_explain.evaluation import parse_methods
 from tests.callback.helpers import (
     FAST,
     TwoViewDataset,
@@ -71,19 +73,23 @@ def test_method_entries_names_dicts_and_labels() -> None:
         ({"methods": ["gradcam", "gradcam"]}, ValueError, "same name \\['gradcam'\\]"),
         ({"metrics": ["insertion"]}, ValueError, "Valid metrics: .*insertion_simultaneous"),
         ({"metrics": []}, ValueError, "at least one metric"),
-        ({"n_pairs": 0}, ValueError, "`n_pairs` to be a positive int"),
+        ({"probe": {"n_pairs": 0}}, ValueError, "`n_pairs` >= 1"),
+        ({"probe": {"n_pair": 2}}, TypeError, "Valid keys: \\['n_pairs'"),
+        ({"probe": 8}, TypeError, "ProbeSettings or a mapping"),
+        ({"knn": {"k": 0}}, ValueError, "`k` >= 1"),
+        ({"knn": {"temperature": -1.0}}, ValueError, "`temperature` > 0"),
         ({"every_n_epochs": 2, "every_n_train_steps": 5}, ValueError, "mutually exclusive"),
-        ({"on_error": "ignore"}, ValueError, "'warn' or 'raise'"),
-        ({"hook": "on_epoch_end"}, ValueError, "'train_epoch_end' or 'validation_epoch_end'"),
+        ({"on_error": "ignore"}, ValueError, "one of \\['warn', 'raise'\\]"),
+        ({"hook": "on_epoch_end"}, ValueError, "\\['train_epoch_end', 'validation_epoch_end'\\]"),
         (
-            {"pairing": "views"},
+            {"probe": {"pairing": "views"}},
             ValueError,
             "one of \\['two_views', 'clean_vs_augmented', 'dataset'\\]",
         ),
-        ({"probe_source": "/nonexistent/probe.pt"}, ValueError, "'val', 'train' or the path"),
-        ({"similarity": "euclid"}, ValueError, "Valid names"),
-        ({"mean": [0.5, 0.5, 0.5]}, ValueError, "given together"),
-        ({"std": [0.0], "mean": [0.1]}, ValueError, "std` value > 0"),
+        ({"probe": {"source": "/nonexistent/probe.pt"}}, ValueError, "'val', 'train' or the path"),
+        ({"similarity": "euclid"}, ValueError, "one of \\['cosine'"),
+        ({"probe": {"mean": [0.5, 0.5, 0.5]}}, ValueError, "given together"),
+        ({"probe": {"std": [0.0], "mean": [0.1]}}, ValueError, "std` value > 0"),
         ({"embedding": "nomodule_xyz:fn"}, ValueError, "could not import `embedding="),
         ({"hook": "validation_epoch_end", "every_n_train_steps": 2}, ValueError, "needs hook"),
         ({"autocast": "half"}, ValueError, "`autocast`.*'bf16'"),
@@ -280,7 +286,7 @@ def test_autocast_option_runs_the_perturbation_forwards_in_bf16(tmp_path: Path) 
     ],
 )
 def test_embedding_forms(tmp_path: Path, embedding: str) -> None:
-    from lightning_explain.probe import draw_probe_set
+    from lightning_explain.data import draw_probe_set
 
     path = draw_probe_set(TwoViewDataset(4), 2).save(tmp_path / "probe.pt")
     cb = PairExplanationCallback(["input_x_gradient"], embedding=embedding, **FAST)
@@ -296,7 +302,7 @@ def test_embedding_forms(tmp_path: Path, embedding: str) -> None:
     assert all(torch.isfinite(torch.tensor(v)) for v in scores.values())
     assert all(m.training for m in model.modules())  # modes restored
     expected_dim = {"backbone.features": 8 * 8 * 8}.get(embedding, 8)
-    fn = cb._resolve_embedding(model)
+    fn = resolve_embedding(embedding, model, owner="test")
     assert fn(model, torch.rand(1, 3, 16, 16)).shape == (1, expected_dim)
 
 
@@ -349,25 +355,36 @@ trainer:
             reduction: mean
         metrics: [insertion_simultaneous]
         embedding: backbone
-        n_pairs: 2
+        {probe}
         n_steps: 4
         every_n_epochs: 1
         on_error: raise
 """
 
 
+_PLAIN_PROBE = "probe: {n_pairs: 2, pairing: two_views, source: val}\n        knn: {k: 3, samples: 8, queries: 4}"
+_NESTED_PROBE = """probe:
+          class_path: lightning_explain.data.ProbeSettings
+          init_args:
+            n_pairs: 2
+            pairing: two_views"""
+
+
 @pytest.mark.parametrize(
-    ("ns", "cls"),
+    ("ns", "cls", "probe"),
     [
-        ("lightning.pytorch", "lightning_explain.PairExplanationCallback"),
-        ("pytorch_lightning", "lightning_explain.pl.PairExplanationCallback"),
+        ("lightning.pytorch", "lightning_explain.PairExplanationCallback", _PLAIN_PROBE),
+        ("pytorch_lightning", "lightning_explain.pl.PairExplanationCallback", _PLAIN_PROBE),
+        ("lightning.pytorch", "lightning_explain.PairExplanationCallback", _NESTED_PROBE),
     ],
 )
-def test_lightning_cli_builds_and_runs_the_callback(tmp_path: Path, ns: str, cls: str) -> None:
+def test_lightning_cli_builds_and_runs_the_callback(
+    tmp_path: Path, ns: str, cls: str, probe: str
+) -> None:
     pytest.importorskip("jsonargparse")
     cli_module = namespace(f"{ns}.cli")
     config = tmp_path / "config.yaml"
-    config.write_text(_CLI_CONFIG.format(root=tmp_path, cls=cls))
+    config.write_text(_CLI_CONFIG.format(root=tmp_path, cls=cls, probe=probe))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli = cli_module.LightningCLI(
@@ -380,7 +397,14 @@ def test_lightning_cli_builds_and_runs_the_callback(tmp_path: Path, ns: str, cls
     cb = cbs[0]
     assert cb.methods == ["gradcam", "interaction_cam-max", "interaction_cam-mean"]
     assert cb.embedding == "backbone"
+    assert cb.probe_settings.n_pairs == 2
+    assert cb.probe is not None
+    assert len(cb.probe) == 2
     assert "explain/interaction_cam-max/insertion_simultaneous" in cli.trainer.callback_metrics
+    if "knn" in probe:
+        assert cb.knn_settings is not None
+        assert cb.knn_settings.samples == 8
+        assert "explain/knn_accuracy" in cli.trainer.callback_metrics
 
 
 def test_without_the_lightning_package_the_callback_uses_pytorch_lightning() -> None:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import lightning_explain.callback as callback_module
+import lightning_explain.evaluation as evaluation_module
 from lightning_explain.callback import PairExplanationCallback
-from lightning_explain.probe import ProbeSet
+from lightning_explain.data import ProbeSet
 from tests.callback.helpers import (
     FAST,
     PairDataset,
@@ -38,7 +38,7 @@ def _fit(cb: PairExplanationCallback, tmp_path: Path, *, model: Any = None, **kw
 
 def _flaky_explain(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
     """Make `method` fail on more than one pair: the dry run (one pair) passes, epochs fail."""
-    real = callback_module.explain
+    real = evaluation_module.explain
 
     def flaky(
         model: Any, x1: torch.Tensor, x2: torch.Tensor, method: str = "gradcam", **kw: Any
@@ -48,7 +48,7 @@ def _flaky_explain(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
         return real(model, x1, x2, method=method, **kw)
 
     target = method
-    monkeypatch.setattr(callback_module, "explain", flaky)
+    monkeypatch.setattr(evaluation_module, "explain", flaky)
 
 
 def test_on_error_warn_keeps_the_run_and_counts(
@@ -82,7 +82,7 @@ def test_on_error_raise_stops_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
     [
         (
             {"embedding": "no_such_attribute"},
-            "embedding='no_such_attribute'.*submodules: \\['backbone'\\]",
+            "embedding='no_such_attribute'.*submodules: backbone\\)",
         ),
         (
             {"embedding": "tests.callback.helpers:spatial_embedding"},
@@ -143,7 +143,9 @@ def test_val_without_two_views_falls_back_to_train(tmp_path: Path) -> None:
 
 def test_dataloaders_passed_to_fit(tmp_path: Path) -> None:
     cb = PairExplanationCallback(
-        ["gradcam"], pairing="dataset", probe_source="val", log_images=False, **FAST
+        ["gradcam"],
+        log_images=False,
+        **{**FAST, "probe": {"n_pairs": 2, "pairing": "dataset", "source": "val"}},
     )
 
     class NoHooks(SSL):  # type: ignore[misc, valid-type]
@@ -170,7 +172,9 @@ def test_probe_file_round_trip_through_the_callback(tmp_path: Path) -> None:
     path = cb.save_probe(tmp_path / "probe.pt")
     saved = ProbeSet.load(path)
 
-    other = PairExplanationCallback(["gradcam"], probe_source=str(path), log_images=False, **FAST)
+    other = PairExplanationCallback(
+        ["gradcam"], log_images=False, **{**FAST, "probe": {"n_pairs": 2, "source": str(path)}}
+    )
     _fit(other, tmp_path / "b", model=SSL(n=12), max_epochs=1)
     assert torch.equal(other.probe.x1, saved.x1)
     assert torch.equal(other.probe.x2, saved.x2)
@@ -202,7 +206,7 @@ def test_resume_explains_the_same_pairs(tmp_path: Path) -> None:
     assert second.state_dict()["evaluations"] == 2  # restored 1, then one more
 
     # Changed probe settings: the restored probe set is dropped, with a warning.
-    third = PairExplanationCallback(["gradcam"], log_images=False, **{**FAST, "n_pairs": 3})
+    third = PairExplanationCallback(["gradcam"], log_images=False, **{**FAST, "probe": {"n_pairs": 3}})
     tr = trainer(callbacks=[third], default_root_dir=tmp_path, max_epochs=2)
     with pytest.warns(UserWarning, match="drawn with other settings"):
         tr.fit(SSL(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
@@ -211,10 +215,12 @@ def test_resume_explains_the_same_pairs(tmp_path: Path) -> None:
 
 def test_clean_vs_augmented_pairing(tmp_path: Path) -> None:
     cb = PairExplanationCallback(
-        ["gradcam"], pairing="clean_vs_augmented", log_images=False, **FAST
+        ["gradcam"],
+        log_images=False,
+        **{**FAST, "probe": {"n_pairs": 2, "pairing": "clean_vs_augmented"}},
     )
     _fit(cb, tmp_path, max_epochs=1)
-    from lightning_explain.probe import default_clean_transform
+    from lightning_explain.data import default_clean_transform
 
     val = TwoViewDataset(8, seed=5)
     clean = default_clean_transform((16, 16))

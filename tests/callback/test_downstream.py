@@ -15,14 +15,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lightning_explain.callback import PairExplanationCallback
-from lightning_explain.downstream import (
-    KNNSet,
-    correlate,
-    draw_knn_set,
-    knn_accuracy,
-    knn_predict,
-)
-from lightning_explain.probe import ProbeSet
+from lightning_explain.data import KNNSet, ProbeSet, draw_knn_set
+from lightning_explain.downstream import correlate, knn_accuracy, knn_predict
 from tests.callback.helpers import (
     FAST,
     PairDataset,
@@ -33,7 +27,7 @@ from tests.callback.helpers import (
 )
 
 SSL = make_module_class("lightning.pytorch")
-KNN: dict[str, Any] = dict(knn_k=3, knn_samples=10, knn_queries=6)
+KNN: dict[str, Any] = dict(knn={"k": 3, "samples": 10, "queries": 6})
 
 
 def _fit(cb: PairExplanationCallback, tmp_path: Path, *, model: Any = None, **kwargs: Any) -> Any:
@@ -137,7 +131,7 @@ def test_knn_set_is_seeded_labelled_and_leaves_the_global_rngs_alone() -> None:
 
 
 def test_knn_set_needs_labels_and_round_trips() -> None:
-    with pytest.raises(ValueError, match=r"labelled items \(x, label, ...\).*knn_k=None"):
+    with pytest.raises(ValueError, match=r"labelled items \(x, label, ...\).*knn=None"):
         draw_knn_set(PairDataset(6), None, n_bank=2, n_queries=2)
     knn = draw_knn_set(TwoViewDataset(8), TwoViewDataset(4, seed=3), n_bank=5, n_queries=3)
     data = knn.to_dict()
@@ -155,13 +149,14 @@ def test_knn_set_needs_labels_and_round_trips() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"knn_k": 0}, ValueError, "`knn_k` to be a positive int"),
-        ({"knn_k": 2.5}, TypeError, "`knn_k` to be a positive int"),
-        ({"knn_temperature": 0}, ValueError, "`knn_temperature` to be a finite number > 0"),
-        ({"knn_samples": 0}, ValueError, "`knn_samples`"),
-        ({"knn_queries": -1}, ValueError, "`knn_queries`"),
-        ({"knn_embedding": "nomodule_xyz:fn"}, ValueError, "could not import `knn_embedding="),
-        ({"knn_embedding": 3}, TypeError, "`knn_embedding`"),
+        ({"knn": {"k": 0}}, ValueError, "`KNNSettings`: expected `k` >= 1"),
+        ({"knn": {"k": 2.5}}, TypeError, "`k` to be an int"),
+        ({"knn": {"temperature": 0}}, ValueError, "`temperature` > 0"),
+        ({"knn": {"samples": 0}}, ValueError, "`samples`"),
+        ({"knn": {"queries": -1}}, ValueError, "`queries`"),
+        ({"knn": {"embedding": "nomodule_xyz:fn"}}, ValueError, "could not import `embedding="),
+        ({"knn": {"embedding": 3}}, TypeError, "`embedding`"),
+        ({"knn": {"neighbours": 3}}, TypeError, "Valid keys: \\['k', 'temperature'"),
     ],
 )
 def test_constructor_rejects_bad_knn_arguments(
@@ -174,7 +169,9 @@ def test_constructor_rejects_bad_knn_arguments(
 def test_knn_accuracy_and_correlations_are_logged(tmp_path: Path) -> None:
     stats = pytest.importorskip("scipy.stats")
     lightly_benchmarking = pytest.importorskip("lightly.utils.benchmarking")
-    cb = PairExplanationCallback(["gradcam"], knn_embedding="backbone", **KNN, **FAST)
+    cb = PairExplanationCallback(
+        ["gradcam"], knn={"k": 3, "samples": 10, "queries": 6, "embedding": "backbone"}, **FAST
+    )
     namespace("lightning.pytorch").seed_everything(0)
     model = SSL()
     tr = _fit(cb, tmp_path, model=model, max_epochs=4)
@@ -244,7 +241,7 @@ def test_knn_set_and_history_persist_across_resume(tmp_path: Path) -> None:
 
     # Other kNN settings: a new kNN set, a fresh history, and a warning.
     third = PairExplanationCallback(
-        ["gradcam"], log_images=False, **{**KNN, "knn_samples": 4}, **FAST
+        ["gradcam"], log_images=False, knn={"k": 3, "samples": 4, "queries": 6}, **FAST
     )
     tr = trainer(callbacks=[third], default_root_dir=tmp_path, max_epochs=3)
     with pytest.warns(UserWarning, match="kNN set was drawn with other settings"):
@@ -264,7 +261,10 @@ def test_probe_file_carries_the_knn_set(tmp_path: Path) -> None:
     assert torch.equal(loaded.knn.queries, cb.probe.knn.queries)
 
     other = PairExplanationCallback(
-        ["gradcam"], probe_source=str(path), log_images=False, knn_k=2, **FAST
+        ["gradcam"],
+        log_images=False,
+        knn={"k": 2},
+        **{**FAST, "probe": {"n_pairs": 2, "source": str(path)}},
     )
     tr = _fit(other, tmp_path / "b", model=SSL(n=12), max_epochs=1)
     assert torch.equal(other.probe.knn.bank, cb.probe.knn.bank)  # the file's images, not new ones
@@ -280,7 +280,9 @@ def test_unlabelled_validation_falls_back_to_a_train_split(tmp_path: Path) -> No
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             return None
 
-    cb = PairExplanationCallback(["gradcam"], probe_source="train", log_images=False, **KNN, **FAST)
+    cb = PairExplanationCallback(
+        ["gradcam"], log_images=False, **KNN, **{**FAST, "probe": {"n_pairs": 2, "source": "train"}}
+    )
     _fit(cb, tmp_path, model=PairVal(), max_epochs=1)
     knn = cb.probe.knn
     assert (knn.bank_source, knn.query_source) == ("train", "train")
@@ -315,18 +317,22 @@ def test_unlabelled_data_and_a_bad_knn_embedding_fail_fast(tmp_path: Path) -> No
             v1, v2 = batch
             return (self(v1) - self(v2)).pow(2).mean()
 
-    cb = PairExplanationCallback(["gradcam"], pairing="dataset", log_images=False, **KNN, **FAST)
-    with pytest.raises(ValueError, match=r"knn_k=3.*labelled items"):
+    cb = PairExplanationCallback(
+        ["gradcam"],
+        log_images=False,
+        **KNN,
+        **{**FAST, "probe": {"n_pairs": 2, "pairing": "dataset"}},
+    )
+    with pytest.raises(ValueError, match=r"`knn`.*labelled items"):
         _fit(cb, tmp_path / "a", model=Unlabelled(), max_epochs=1, limit_val_batches=0)
 
     cb = PairExplanationCallback(
         ["gradcam"],
-        knn_embedding="tests.callback.helpers:spatial_embedding",
+        knn={"k": 3, "samples": 10, "queries": 6, "embedding": "tests.callback.helpers:spatial_embedding"},
         log_images=False,
-        **KNN,
         **FAST,
     )
-    with pytest.raises(ValueError, match=r"kNN accuracy.*Check `knn_embedding="):
+    with pytest.raises(ValueError, match=r"kNN accuracy.*Check `knn.embedding`"):
         _fit(cb, tmp_path / "b", max_epochs=1)
 
 

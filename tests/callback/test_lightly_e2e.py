@@ -115,7 +115,7 @@ def test_lightly_simclr_with_all_loggers(tmp_path: Path, monkeypatch: pytest.Mon
         ["gradcam", {"name": "interaction_cam", "reduction": "max"}],
         metrics=["insertion_simultaneous", "deletion_conditional"],
         embedding="backbone",
-        n_pairs=3,
+        probe={"n_pairs": 3},
         n_steps=8,
     )
     loggers = make_loggers("pytorch_lightning", tmp_path)

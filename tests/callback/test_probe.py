@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import IterableDataset, Subset
 
-from lightning_explain.probe import (
+from lightning_explain.data import (
     ProbeSet,
     default_clean_transform,
     draw_probe_set,
@@ -129,7 +129,7 @@ def test_iterable_datasets_are_refused_with_the_fix() -> None:
         def __iter__(self) -> Any:
             yield torch.rand(3, 8, 8), torch.rand(3, 8, 8)
 
-    with pytest.raises(TypeError, match=r"map-style dataset.*probe_source"):
+    with pytest.raises(TypeError, match=r"map-style dataset.*ProbeSettings\(source=...\)"):
         draw_probe_set(Stream(), 1, pairing="dataset")
 
 

@@ -41,11 +41,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     callback = PairExplanationCallback(
         ["input_x_gradient"],
         ["insertion_simultaneous"],
-        n_pairs=4,
+        probe={"n_pairs": 4, "pairing": "two_views", "source": "train"},
         n_steps=4,
         log_images=False,
-        pairing="two_views",
-        probe_source="train",
     )
 
     def fit(max_epochs: int, root_dir: Path, callbacks: list[pl.Callback]) -> None:

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from lightning_explain.checkpoints import CheckpointError, resolve_class
+from lightning_explain.data import ProbeSet
 from lightning_explain.methods import list_methods, method_info
 from lightning_explain.metrics import list_metrics, metric_info
-from lightning_explain.probe import ProbeSet
 from tests.cli.conftest import (
     COMPARE_METHODS,
     COMPARE_METRICS,
@@ -337,7 +337,7 @@ def test_bad_embedding(run: Run, tmp_path: Path) -> None:
     _fails(
         [*_compare_args(run, tmp_path), "--embedding", "no_such_mod:embed"],
         "no_such_mod",
-        "cannot import",
+        "could not import",
     )
 
 

@@ -129,12 +129,9 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> DigitsRun:
     callback = PairExplanationCallback(
         list(METHODS),
         list(METRICS),
-        n_pairs=2,
+        probe={"n_pairs": 2},
         n_steps=4,
-        knn_k=KNN_K,
-        knn_samples=300,
-        knn_queries=120,
-        knn_embedding="backbone",
+        knn={"k": KNN_K, "samples": 300, "queries": 120, "embedding": "backbone"},
     )
     logger = CSVLogger(root, name="csv", version="")
     trainer = pl.Trainer(

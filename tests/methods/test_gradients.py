@@ -17,12 +17,12 @@ from torch import Tensor, nn
 from lightning_explain._core import finalize_maps, gaussian_blur
 from lightning_explain.methods.gradients import (
     _builtin_transform,
-    _integrated_gradients_attributions,
-    _smoothgrad_noise,
     averaged_transforms,
     input_x_gradient,
     integrated_gradients,
+    integrated_gradients_attributions,
     smoothgrad,
+    smoothgrad_noise,
 )
 from tests.helpers import TinyCNN, hook_count, images, untouched
 
@@ -90,7 +90,7 @@ def test_smoothgrad_matches_captum_with_the_same_noise(
     model: TinyCNN, pair: tuple[Tensor, Tensor], noise: float | None
 ) -> None:
     x1, x2 = pair
-    eps = _smoothgrad_noise(x1, x2, n_samples=4, noise=noise, seed=5)
+    eps = smoothgrad_noise(x1, x2, n_samples=4, noise=noise, seed=5)
     assert eps.shape == (4, *x1.shape)
     # One noise tensor per pair and sample, added to both images; its scale follows the rule.
     both = torch.cat([x1.flatten(1), x2.flatten(1)], dim=1)
@@ -112,7 +112,7 @@ def test_integrated_gradients_matches_captum(
     model: TinyCNN, pair: tuple[Tensor, Tensor], baseline: str
 ) -> None:
     x1, x2 = pair
-    attr1, attr2 = _integrated_gradients_attributions(
+    attr1, attr2 = integrated_gradients_attributions(
         model, x1, x2, baseline=baseline, n_steps=16, batch_size=5
     )
     cos = _cos(model)
@@ -153,7 +153,7 @@ def test_integrated_gradients_completeness(net: str, baseline: str) -> None:
     # float64, so that the check measures the Riemann sum, not rounding.
     model = (TinyCNN() if net == "tiny" else _spatial_cnn()).double().eval()
     x1, x2 = images(2, seed=21).double(), images(2, seed=22).double()
-    attr1, attr2 = _integrated_gradients_attributions(model, x1, x2, baseline=baseline, n_steps=64)
+    attr1, attr2 = integrated_gradients_attributions(model, x1, x2, baseline=baseline, n_steps=64)
     cos = _cos(model)
     with torch.no_grad():
         b1 = gaussian_blur(x1) if baseline == "blur" else torch.zeros_like(x1)

@@ -41,6 +41,20 @@ class Centered(nn.Module):
         return self.net(x) - self.offset
 
 
+class Counting(nn.Module):
+    """Counts the images that go through ``model``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.images = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.images += int(x.shape[0])
+        out: Tensor = self.model(x)
+        return out
+
+
 def centered_cnn(seed: int, in_channels: int = 3) -> Centered:
     return Centered(TinyCNN(in_channels=in_channels, seed=seed), in_channels)
 
@@ -99,8 +113,21 @@ def curve_ref(
     mode: str,
     n_steps: int,
     corrected: bool = False,
+    direction: str = "x1",
 ) -> tuple[list[float], list[list[float]]]:
-    """Scores and curves of insertion/deletion (conditional: x1 perturbed, x2 intact)."""
+    """Scores and curves of insertion/deletion.
+
+    Conditional ``direction``: ``"x1"`` perturbs x1 with x2 intact, ``"x2"`` perturbs x2 with x1
+    intact, ``"both"`` is the mean of those two references (curve by curve; the trapezoid is
+    linear, so the score is the mean score too). Simultaneous mode ignores ``direction``.
+    """
+    if mode == "conditional" and direction == "both":
+        one = curve_ref(model, x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps)
+        two = curve_ref(
+            model, x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps, direction="x2"
+        )
+        curves = [[(a + b) / 2 for a, b in zip(c1, c2)] for c1, c2 in zip(one[1], two[1])]
+        return [trapezoid(c) for c in curves], curves
     scores, curves = [], []
     for b in range(x1.shape[0]):
         seqs = []
@@ -113,17 +140,37 @@ def curve_ref(
                 seqs.append(step_images(x, torch.zeros_like(x), h, n_steps))
         values = []
         for t in range(n_steps + 1):
-            other = seqs[1][t] if mode == "simultaneous" else x2[b]
-            values.append(cos(embed1(model, seqs[0][t]), embed1(model, other)))
+            if mode == "simultaneous":
+                pair = (seqs[0][t], seqs[1][t])
+            elif direction == "x1":
+                pair = (seqs[0][t], x2[b])
+            else:
+                pair = (x1[b], seqs[1][t])
+            values.append(cos(embed1(model, pair[0]), embed1(model, pair[1])))
         curves.append(values)
         scores.append(trapezoid(values))
     return scores, curves
 
 
 def drop_increase_ref(
-    model: Embed, x1: Tensor, x2: Tensor, h1: Tensor, h2: Tensor, *, mode: str
+    model: Embed,
+    x1: Tensor,
+    x2: Tensor,
+    h1: Tensor,
+    h2: Tensor,
+    *,
+    mode: str,
+    direction: str = "x1",
 ) -> tuple[list[float], list[float]]:
-    """Average drop and increase per pair (paper's formula for b > 0; our extension otherwise)."""
+    """Average drop and increase per pair (paper's formula for b > 0; our extension otherwise).
+
+    Conditional ``direction`` as in :func:`curve_ref` (``"both"``: the mean of the two
+    directions' drops, and of their increase indicators).
+    """
+    if mode == "conditional" and direction == "both":
+        d1, i1 = drop_increase_ref(model, x1, x2, h1, h2, mode=mode)
+        d2, i2 = drop_increase_ref(model, x1, x2, h1, h2, mode=mode, direction="x2")
+        return [(a + b) / 2 for a, b in zip(d1, d2)], [(a + b) / 2 for a, b in zip(i1, i2)]
     drops, increases = [], []
     for b in range(x1.shape[0]):
         masked = []
@@ -132,8 +179,13 @@ def drop_increase_ref(
             mask = (hf - hf.min()) / (hf.max() - hf.min())
             masked.append(mask * x)
         base = cos(embed1(model, x1[b]), embed1(model, x2[b]))
-        other = masked[1] if mode == "simultaneous" else x2[b]
-        out = cos(embed1(model, masked[0]), embed1(model, other))
+        if mode == "simultaneous":
+            pair = (masked[0], masked[1])
+        elif direction == "x1":
+            pair = (masked[0], x2[b])
+        else:
+            pair = (x1[b], masked[1])
+        out = cos(embed1(model, pair[0]), embed1(model, pair[1]))
         if base > 0:
             drops.append(max(0.0, base - out) / base)
         elif base < 0:

@@ -96,8 +96,9 @@ def test_similarity_option_reaches_every_metric():
     keys = ["insertion_simultaneous", "average_drop_conditional"]
     got = evaluate(model, x1, x2, (h1, h2), keys, similarity="dot", n_steps=4)
     ins = insertion(model, x1, x2, h1, h2, similarity="dot", n_steps=4)
-    d12 = average_drop(model, x1, x2, h1, mode="conditional", similarity="dot")
-    d21 = average_drop(model, x2, x1, h2, mode="conditional", similarity="dot")
+    one = {"mode": "conditional", "direction": "x1", "similarity": "dot"}
+    d12 = average_drop(model, x1, x2, h1, **one)
+    d21 = average_drop(model, x2, x1, h2, **one)
     assert torch.allclose(got["insertion_simultaneous"], ins, atol=1e-4)
     assert torch.allclose(got["average_drop_conditional"], 0.5 * (d12 + d21), atol=1e-5)
     cosine = evaluate(model, x1, x2, (h1, h2), keys, n_steps=4)

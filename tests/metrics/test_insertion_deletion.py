@@ -28,18 +28,35 @@ def _inputs(seed: int, b: int, c: int, h: int, w: int, size: tuple[int, int] | N
     return x1, x2, h1, h2
 
 
+MODES = [
+    ("simultaneous", "both"),
+    ("conditional", "both"),
+    ("conditional", "x1"),
+    ("conditional", "x2"),
+]
+
+
 @pytest.mark.parametrize(("seed", "b", "c", "h", "w", "n_steps", "size"), CASES)
-@pytest.mark.parametrize("mode", ["simultaneous", "conditional"])
+@pytest.mark.parametrize(("mode", "direction"), MODES)
 @pytest.mark.parametrize("kind", ["insertion", "deletion"])
-def test_matches_brute_force_reference(seed, b, c, h, w, n_steps, size, mode, kind):
+def test_matches_brute_force_reference(seed, b, c, h, w, n_steps, size, mode, direction, kind):
     model = centered_cnn(seed, c)
     x1, x2, h1, h2 = _inputs(seed, b, c, h, w, size)
     fn = insertion if kind == "insertion" else deletion
     scores, curve = fn(
-        model, x1, x2, h1, h2, mode=mode, n_steps=n_steps, batch_size=16, return_curve=True
+        model,
+        x1,
+        x2,
+        h1,
+        h2,
+        mode=mode,
+        direction=direction,
+        n_steps=n_steps,
+        batch_size=16,
+        return_curve=True,
     )
     ref_scores, ref_curves = curve_ref(
-        model.eval(), x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps
+        model.eval(), x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps, direction=direction
     )
     assert scores.shape == (b,)
     assert curve.shape == (b, n_steps + 1)
@@ -71,8 +88,9 @@ def test_evaluate_conditional_is_mean_of_both_directions(kind):
     model = centered_cnn(4)
     x1, x2, h1, h2 = _inputs(4, 3, 3, 24, 20, None)
     fn = insertion if kind == "insertion" else deletion
-    forward, c12 = fn(model, x1, x2, h1, h2, mode="conditional", n_steps=8, return_curve=True)
-    backward, c21 = fn(model, x2, x1, h2, h1, mode="conditional", n_steps=8, return_curve=True)
+    one = {"mode": "conditional", "direction": "x1", "n_steps": 8, "return_curve": True}
+    forward, c12 = fn(model, x1, x2, h1, h2, **one)
+    backward, c21 = fn(model, x2, x1, h2, h1, **one)
     key = f"{kind}_conditional"
     scores, curves = evaluate(
         model, x1, x2, (h1, h2), [key], n_steps=8, batch_size=7, return_curves=True
@@ -81,6 +99,13 @@ def test_evaluate_conditional_is_mean_of_both_directions(kind):
     assert torch.allclose(curves[key], 0.5 * (c12 + c21), atol=TOL)
     # the two directions really differ here, so averaging is not vacuous
     assert (forward - backward).abs().max() > 1e-3
+    # direction="x2" is the swapped call, and the functions' default is the mean of both
+    other, c_other = fn(model, x1, x2, h1, h2, **{**one, "direction": "x2"})
+    torch.testing.assert_close(other, backward, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c_other, c21, rtol=1e-5, atol=1e-6)
+    both, c_both = fn(model, x1, x2, h1, h2, mode="conditional", n_steps=8, return_curve=True)
+    torch.testing.assert_close(c_both, curves[key], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(both, scores[key], rtol=1e-5, atol=1e-6)
 
 
 def test_evaluate_simultaneous_and_corrected_match_functional():

@@ -9,21 +9,7 @@ from torch import Tensor, nn
 
 from lightning_explain.metrics import DEFAULT_METRICS, deletion, evaluate, insertion
 from tests.helpers import images
-from tests.metrics.reference import centered_cnn
-
-
-class Counting(nn.Module):
-    """Counts the images that go through ``model``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.images = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.images += int(x.shape[0])
-        out: Tensor = self.model(x)
-        return out
+from tests.metrics.reference import Counting, centered_cnn
 
 
 def _setup(b: int = 3):
@@ -95,3 +81,24 @@ def test_bad_intact_is_refused_with_a_clear_message():
         evaluate(model, x1, x2, maps, intact=(z1, z2[:, :4]))
     with pytest.raises(ValueError, match="non-finite"):
         evaluate(model, x1, x2, maps, intact=(z1, torch.full_like(z2, float("nan"))))
+
+
+@pytest.mark.parametrize("direction", ["both", "x1", "x2"])
+def test_forward_count_of_one_direction(direction: str):
+    """A conditional key perturbs one image per direction: "x1"/"x2" walk one track, "both" two;
+    with the simultaneous keys as well, their tracks serve every direction."""
+    model, x1, x2, maps = _setup()
+    b, n_steps = x1.shape[0], 4
+    tracks = 2 if direction == "both" else 1
+    counting = Counting(model)
+    evaluate(counting, x1, x2, maps, ["deletion_conditional"], n_steps=n_steps, direction=direction)
+    assert counting.images == b * (2 + tracks * n_steps)
+    counting.images = 0
+    evaluate(counting, x1, x2, maps, ["average_drop_conditional"], direction=direction)
+    assert counting.images == b * (2 + tracks)
+    counting.images = 0
+    evaluate(counting, x1, x2, maps, n_steps=n_steps, direction=direction)
+    assert counting.images == b * (4 + 4 * n_steps)  # as the default direction
+    counting.images = 0
+    deletion(counting, x1, x2, *maps, mode="conditional", direction=direction, n_steps=n_steps)
+    assert counting.images == b * (2 + tracks * n_steps)  # the function: the same forwards

@@ -1,58 +1,123 @@
-"""Shared machinery of the pairwise faithfulness metrics: argument checks, substrates, pixel ranks,
-the chunked perturbation engine and the curve area.
+"""Shared machinery of the pairwise faithfulness metrics: option types and their checks,
+substrates, pixel ranks, the chunked perturbation engine, the curve area, and the family protocol
+through which the functions, the metric classes and :func:`~lightning_explain.metrics.evaluate`
+run every metric.
 
 Nothing here loops over pairs. The perturbation engine walks over chunks of the flattened
 ``(pairs x steps)`` grid; every chunk builds its perturbed images with one vectorised
 ``torch.where`` on a rank tensor and embeds them in one forward pass.
+
+**Families.** Each file of ``metrics/functional/`` holds the maths of one family of metrics in two
+helpers, ``_<family>_update(inputs, requests) -> state`` (every forward pass that the requested
+metrics of the family need, shared between them) and ``_<family>_compute(state, options) ->
+(scores, curve)`` (the formula of one metric), and publishes them as a :class:`MetricFamily` named
+``FAMILY``. The registry row of a metric key names the family file and the family's options for
+that key. :func:`score_maps` and :func:`score_pairs` run any mix of requests with one ``update``
+per family; the public functions, the metric classes and ``evaluate`` all go through them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor
 
-from lightning_explain._core import PairContext, check_batch_size, check_heatmap, upsample_maps
-from lightning_explain._core import gaussian_blur as _core_blur
+from lightning_explain._checks import (
+    check_batch_size,
+    check_literal,
+    check_real,
+    describe,
+    literal_choices,
+)
+from lightning_explain._core import (
+    Model,
+    PairContext,
+    check_embedding,
+    check_heatmap,
+    gaussian_blur,
+    pair_context,
+    upsample_maps,
+)
 from lightning_explain.explanation import PairExplanation
+from lightning_explain.similarity import SimilarityFn
 
 __all__ = [
-    "MODES",
-    "SUBSTRATES",
+    "BLUR_KERNEL",
+    "BLUR_SIGMA",
     "Comparison",
+    "Direction",
+    "MapInputs",
+    "MetricFamily",
     "Mode",
+    "PairInputs",
+    "Scored",
+    "Side",
     "Substrate",
+    "SubstrateName",
     "Track",
     "auc",
     "blur",
+    "check_direction",
+    "check_intact",
     "check_mode",
+    "check_second_map",
+    "check_substrate",
+    "intact_embeddings",
     "make_substrate",
+    "mean_of_sides",
     "minmax_mask",
     "perturbation_curves",
+    "perturbed_sides",
     "pixel_ranks",
     "prepare_map",
     "relative_drop",
     "resolve_batch_size",
+    "score_maps",
+    "score_pairs",
     "similarity",
     "unpack_explanation",
 ]
 
 Mode = Literal["simultaneous", "conditional"]
 """``"simultaneous"``: both images perturbed at each step, each by its own map.
-``"conditional"``: one image perturbed while the other stays intact as the condition."""
+``"conditional"``: one image perturbed while the other stays intact as the condition (which one:
+:data:`Direction`)."""
 
-Substrate = Union[Literal["blur", "zero", "mean"], float]
-"""What a perturbed pixel becomes (deletion) or starts from (insertion)."""
+Direction = Literal["both", "x1", "x2"]
+"""Which image a conditional metric perturbs. ``"both"`` (the default everywhere): the mean of the
+two directions, ``x1`` perturbed by ``h1`` with ``x2`` intact as the condition and ``x2`` perturbed
+by ``h2`` with ``x1`` intact; ``"x1"``: only ``x1`` perturbed (``x2`` intact); ``"x2"``: only ``x2``
+perturbed (``x1`` intact). Simultaneous metrics perturb both images anyway and ignore it.
 
-MODES: tuple[str, ...] = ("simultaneous", "conditional")
-SUBSTRATES: tuple[str, ...] = ("blur", "zero", "mean")
+Why ``"both"``: the paper's code is direction-agnostic (it scores whichever image it is given, and
+the paper does not say which one its tables perturbed); the mean of both directions makes a
+conditional score symmetric under swapping the pair, as the simultaneous scores are."""
+
+Side = Literal["x1", "x2"]
+"""One perturbed image of a conditional metric."""
+
+SubstrateName = Literal["blur", "zero", "mean"]
+"""The named substrates: the blurred image, zeros, each image's per-channel mean."""
+
+Substrate = Union[SubstrateName, float]
+"""What a perturbed pixel becomes (deletion) or starts from (insertion): a name or a constant."""
 
 BLUR_KERNEL = 11
 BLUR_SIGMA = 5.0
+
+_MODE_HINT = (
+    "'simultaneous' perturbs both images at each step; 'conditional' perturbs one image while "
+    "the other stays intact (which one: `direction`)."
+)
+_DIRECTION_HINT = (
+    "'both' averages the two conditional directions, 'x1' perturbs only x1 (x2 intact), 'x2' only "
+    "x2 (x1 intact)."
+)
+_SIDES: dict[str, tuple[Side, ...]] = {"both": ("x1", "x2"), "x1": ("x1",), "x2": ("x2",)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,14 +125,61 @@ BLUR_SIGMA = 5.0
 
 
 def check_mode(mode: object, *, owner: str) -> Mode:
-    """Return ``mode`` if it is ``"simultaneous"`` or ``"conditional"``; otherwise raise."""
-    if mode not in MODES:
-        raise ValueError(
-            f"`{owner}`: expected `mode` to be one of {list(MODES)}, but got {mode!r}. "
-            "'simultaneous' perturbs both images at each step; 'conditional' perturbs x1 while "
-            "x2 stays intact."
+    """Return ``mode`` if it is one of :data:`Mode`; otherwise raise a ``ValueError``."""
+    checked: Mode = check_literal(mode, Mode, name="mode", owner=owner, hint=_MODE_HINT)
+    return checked
+
+
+def check_direction(direction: object, *, owner: str) -> Direction:
+    """Return ``direction`` if it is one of :data:`Direction`; otherwise raise a ``ValueError``."""
+    checked: Direction = check_literal(
+        direction, Direction, name="direction", owner=owner, hint=_DIRECTION_HINT
+    )
+    return checked
+
+
+def check_substrate(substrate: object, *, owner: str) -> Substrate:
+    """Return ``substrate`` if it is a name of :data:`SubstrateName` or a finite number (as
+    float); otherwise raise (``ValueError`` for an unknown name, ``TypeError`` for another type)."""
+    if isinstance(substrate, str):
+        name: SubstrateName = check_literal(
+            substrate, SubstrateName, name="substrate", owner=owner, hint="Or pass a number."
         )
-    return mode  # type: ignore[return-value]
+        return name
+    if isinstance(substrate, (int, float)) and not isinstance(substrate, bool):
+        return check_real(substrate, name="substrate", owner=owner)
+    names = ", ".join(repr(c) for c in literal_choices(SubstrateName))
+    raise TypeError(
+        f"`{owner}`: expected `substrate` to be one of {names} or a number, but got "
+        f"{describe(substrate)}."
+    )
+
+
+def check_second_map(h2: object, *, mode: Mode, direction: Direction, owner: str) -> None:
+    """Raise a ``ValueError`` if ``h2`` is None although ``mode``/``direction`` perturb ``x2``."""
+    if h2 is not None or (mode == "conditional" and direction == "x1"):
+        return
+    if mode == "simultaneous":
+        raise ValueError(
+            f"`{owner}`: mode='simultaneous' perturbs both images, so it needs `h2`, but got None."
+        )
+    raise ValueError(
+        f"`{owner}`: mode='conditional' with direction={direction!r} perturbs x2 by its map, so it "
+        'needs `h2`, but got None. Pass `h2`, or `direction="x1"` to perturb x1 only (x2 intact).'
+    )
+
+
+def perturbed_sides(direction: Direction) -> tuple[Side, ...]:
+    """The perturbed images of a conditional metric: ``("x1", "x2")`` for ``"both"``, else one."""
+    return _SIDES[direction]
+
+
+def mean_of_sides(values: Sequence[Tensor]) -> Tensor:
+    """The value of one side, or ``0.5 * (x1 side + x2 side)`` for both directions."""
+    if len(values) == 1:
+        return values[0]
+    first, second = values
+    return 0.5 * (first + second)
 
 
 def resolve_batch_size(batch_size: object, ctx: PairContext) -> int:
@@ -100,6 +212,36 @@ def unpack_explanation(explanation: object, *, owner: str) -> tuple[Tensor, Tens
     )
 
 
+def check_intact(intact: object, ctx: PairContext) -> tuple[Tensor, Tensor]:
+    """Validate given ``intact=(z1, z2)`` embeddings of the unperturbed pair: ``(B, D)`` each."""
+    owner = ctx.owner
+    if not isinstance(intact, (tuple, list)) or len(intact) != 2:
+        raise TypeError(
+            f"`{owner}`: expected `intact` to be a tuple (z1, z2) of (B, D) embeddings of the "
+            f"unperturbed images, or None, but got {describe(intact)}."
+        )
+    checked: list[Tensor] = []
+    for name, z, x in (("z1", intact[0], ctx.x1), ("z2", intact[1], ctx.x2)):
+        if not isinstance(z, Tensor) or not z.is_floating_point():
+            raise TypeError(
+                f"`{owner}`: expected `intact[{len(checked)}]` ({name}) to be a float tensor, "
+                f"but got {describe(z)}."
+            )
+        checked.append(check_embedding(z.detach().to(ctx.device, torch.float32), x, owner=owner))
+    if checked[0].shape != checked[1].shape:
+        raise ValueError(
+            f"`{owner}`: expected `intact` embeddings of one shape (B, D), but got "
+            f"{tuple(checked[0].shape)} and {tuple(checked[1].shape)}."
+        )
+    return checked[0], checked[1]
+
+
+def intact_embeddings(ctx: PairContext, batch_size: int) -> tuple[Tensor, Tensor]:
+    """The ``(B, D)`` embeddings ``(z1, z2)`` of the unperturbed images, in one chunked pass."""
+    z = ctx.embed_chunked(torch.cat([ctx.x1, ctx.x2]), batch_size)
+    return z[: ctx.batch], z[ctx.batch :]
+
+
 # --------------------------------------------------------------------------------------------------
 # Substrates and maps
 
@@ -111,35 +253,31 @@ def blur(x: Tensor) -> Tensor:
     that torchvision's reflect padding stays valid.
     """
     kernel = min(BLUR_KERNEL, 2 * min(int(x.shape[-2]), int(x.shape[-1])) - 1)
-    return _core_blur(x, kernel, BLUR_SIGMA)
+    return gaussian_blur(x, kernel, BLUR_SIGMA)
 
 
-def make_substrate(x: Tensor, substrate: object, *, owner: str) -> Tensor:
-    """The ``(B, C, H, W)`` substrate image of each image in ``x``.
+def _channel_mean(x: Tensor) -> Tensor:
+    return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
+
+
+_SUBSTRATES: dict[str, Callable[[Tensor], Tensor]] = {
+    "blur": blur,
+    "zero": torch.zeros_like,
+    "mean": _channel_mean,
+}
+
+
+def make_substrate(x: Tensor, substrate: Substrate) -> Tensor:
+    """The ``(B, C, H, W)`` substrate image of each image in ``x`` (``substrate`` checked by
+    :func:`check_substrate`).
 
     ``"blur"``: the blurred image (k=11, sigma=5); ``"zero"``: zeros (black for [0, 1] inputs, the
     dataset mean for normalised inputs); ``"mean"``: each image's per-channel mean; a number: that
     constant.
     """
     if isinstance(substrate, str):
-        if substrate == "blur":
-            return blur(x)
-        if substrate == "zero":
-            return torch.zeros_like(x)
-        if substrate == "mean":
-            return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
-        raise ValueError(
-            f"`{owner}`: expected `substrate` to be one of {list(SUBSTRATES)} or a number, but got "
-            f"{substrate!r}."
-        )
-    if isinstance(substrate, (int, float)) and not isinstance(substrate, bool):
-        if not math.isfinite(float(substrate)):
-            raise ValueError(f"`{owner}`: expected a finite `substrate`, but got {substrate!r}.")
-        return torch.full_like(x, float(substrate))
-    raise TypeError(
-        f"`{owner}`: expected `substrate` to be one of {list(SUBSTRATES)} or a number, but got "
-        f"an object of type {type(substrate).__name__}."
-    )
+        return _SUBSTRATES[substrate](x)
+    return torch.full_like(x, float(substrate))
 
 
 def pixel_ranks(h: Tensor) -> Tensor:
@@ -310,3 +448,161 @@ def _partner(comp: Comparison, z: Sequence[Tensor], pair: Tensor) -> Tensor:
     if comp.condition is None:
         raise ValueError("a Comparison needs `other` or `condition`")
     return comp.condition[pair]
+
+
+# --------------------------------------------------------------------------------------------------
+# Families: one way for the functions, the metric classes and evaluate to run a metric
+
+Scored = tuple[Tensor, Union[Tensor, None]]
+"""What a family's compute returns for one metric: ``(B,)`` scores and the ``(B, n_steps + 1)``
+curve (None for metrics without curves)."""
+
+
+@dataclass(frozen=True)
+class MapInputs:
+    """What every map-scoring family sees inside one open pair context.
+
+    Attributes:
+        ctx: the open pair context (checked images ``ctx.x1``, ``ctx.x2`` of shape
+            ``(B, C, H, W)``, the similarity, the owner for error messages).
+        map1: ``(B, H, W)`` map of ``x1`` at image resolution.
+        map2: ``(B, H, W)`` map of ``x2`` at image resolution, or None (only ``x1`` perturbed).
+        intact: ``(z1, z2)``, the ``(B, D)`` embeddings of the unperturbed images: the condition
+            of the conditional metrics, the known end of every curve, the base of average_*.
+        batch_size: images per forward pass.
+        n_steps: steps per insertion/deletion curve (families without curves ignore it).
+        direction: which image the conditional metrics perturb (:data:`Direction`).
+    """
+
+    ctx: PairContext
+    map1: Tensor
+    map2: Tensor | None
+    intact: tuple[Tensor, Tensor]
+    batch_size: int
+    n_steps: int
+    direction: Direction
+
+
+@dataclass(frozen=True)
+class PairInputs:
+    """What a family that re-explains the pairs (max-sensitivity) sees.
+
+    Attributes:
+        model: the embedding model.
+        x1: ``(B, C, H, W)`` first images (unchecked).
+        x2: ``(B, C, H, W)`` second images (unchecked).
+        method: the explanation method's name (None: the family raises, naming the fix).
+        method_options: options for every ``explain`` call.
+        owner: name used in error messages.
+    """
+
+    model: Model
+    x1: Tensor
+    x2: Tensor
+    method: object
+    method_options: Mapping[str, Any]
+    owner: str
+
+
+@dataclass(frozen=True)
+class MetricFamily:
+    """The entry points of one family file (``metrics/functional/<name>.py``), published there as
+    ``FAMILY`` and found through the registry (:meth:`MetricInfo.load
+    <lightning_explain.metrics.MetricInfo.load>`).
+
+    Attributes:
+        name: the family file, e.g. ``"insertion_deletion"``.
+        inputs: ``"maps"``: ``update`` receives :class:`MapInputs` (it scores maps, inside the pair
+            context shared by every map family of an ``evaluate`` call); ``"pairs"``: it receives
+            :class:`PairInputs` (it re-explains the pairs itself).
+        check: ``(options, owner) -> options``: validate one metric's options and return them
+            complete (raises ``TypeError``/``ValueError`` naming the option).
+        update: ``(inputs, [options, ...]) -> state``: every forward pass that the requested
+            metrics need, shared between them (the ``_<family>_update`` helper).
+        compute: ``(state, options) -> (scores, curve or None)``: one metric's formula (the
+            ``_<family>_compute`` helper).
+    """
+
+    name: str
+    inputs: Literal["maps", "pairs"]
+    check: Callable[[Mapping[str, Any], str], dict[str, Any]]
+    update: Callable[[Any, Sequence[Mapping[str, Any]]], Any]
+    compute: Callable[[Any, Mapping[str, Any]], Scored]
+
+
+Request = tuple[MetricFamily, Mapping[str, Any]]
+
+
+def _run_families(
+    inputs: MapInputs | PairInputs, requests: Sequence[Request], kind: Literal["maps", "pairs"]
+) -> list[Scored]:
+    """One ``update`` per family (over all of its requests, in order), then one ``compute`` per
+    request."""
+    grouped: dict[str, tuple[MetricFamily, list[Mapping[str, Any]]]] = {}
+    for family, options in requests:
+        if family.inputs != kind:
+            raise ValueError(f"family {family.name!r} takes {family.inputs!r} inputs, not {kind!r}")
+        grouped.setdefault(family.name, (family, []))[1].append(options)
+    states = {name: family.update(inputs, options) for name, (family, options) in grouped.items()}
+    return [family.compute(states[family.name], options) for family, options in requests]
+
+
+def score_maps(
+    model: Model,
+    x1: Tensor,
+    x2: Tensor,
+    h1: Tensor,
+    h2: Tensor | None,
+    requests: Sequence[Request],
+    *,
+    similarity: Union[str, SimilarityFn],
+    n_steps: int,
+    batch_size: int | None,
+    direction: Direction,
+    intact: object = None,
+    owner: str,
+) -> list[Scored]:
+    """Score maps with any mix of map-family requests in one pair context.
+
+    Opens the pair context (input checks, eval mode, no side effects), upsamples the maps, embeds
+    the intact images once (unless ``intact=(z1, z2)`` is given), runs each family's ``update``
+    once over all of its requests and returns ``compute`` of every request, in order.
+
+    Args:
+        model: ``nn.Module`` or callable mapping ``(N, C, H, W)`` images to ``(N, D)`` embeddings.
+        x1: ``(B, C, H, W)`` first images.
+        x2: ``(B, C, H, W)`` second images.
+        h1: ``(B, h, w)`` map of ``x1``.
+        h2: ``(B, h, w)`` map of ``x2``, or None when no request perturbs ``x2``.
+        requests: ``(family, options)`` per metric.
+        similarity: the pair similarity.
+        n_steps: steps per curve.
+        batch_size: images per forward pass, or None (chosen per device).
+        direction: which image the conditional metrics perturb.
+        intact: ``(z1, z2)`` embeddings of the unperturbed images, or None.
+        owner: name used in error messages.
+
+    Returns:
+        ``(scores, curve or None)`` per request.
+    """
+    with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
+        chunk = resolve_batch_size(batch_size, ctx)
+        map1 = prepare_map(h1, ctx.x1, name="h1", owner=owner)
+        map2 = None if h2 is None else prepare_map(h2, ctx.x2, name="h2", owner=owner)
+        known = intact_embeddings(ctx, chunk) if intact is None else check_intact(intact, ctx)
+        inputs = MapInputs(
+            ctx=ctx,
+            map1=map1,
+            map2=map2,
+            intact=known,
+            batch_size=chunk,
+            n_steps=n_steps,
+            direction=direction,
+        )
+        return _run_families(inputs, requests, "maps")
+
+
+def score_pairs(inputs: PairInputs, requests: Sequence[Request]) -> list[Scored]:
+    """Run pair-family requests (families that re-explain): one ``update`` per family, then
+    ``compute`` of every request, in order."""
+    return _run_families(inputs, requests, "pairs")

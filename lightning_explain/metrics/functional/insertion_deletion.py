@@ -5,55 +5,93 @@ Pixels are ranked by their own image's heatmap (descending). Each of ``n_steps``
 next ``ceil(H*W / n_steps)`` pixels (all channels) from a start image to a finish image, and the
 curve records the pair similarity after each step. The score is the trapezoid area under that
 curve with the x-axis scaled to [0, 1].
+
+The maths of the family, for :func:`insertion`, :func:`deletion`, the
+:class:`~lightning_explain.metrics.Insertion` / :class:`~lightning_explain.metrics.Deletion`
+classes and :func:`~lightning_explain.metrics.evaluate` alike:
+
+* :func:`_insertion_deletion_update` builds one perturbation track per distinct
+  ``(kind, substrate, image)`` that the requested metrics need, and every requested curve
+  (simultaneous: track of ``x1`` against track of ``x2``; conditional: each perturbed side
+  against the other image's intact embedding) in ONE :func:`perturbation_curves` call.
+* :func:`_insertion_deletion_compute` picks one metric's curve (the mean curve of both sides for
+  a conditional metric with ``direction="both"``) and takes its area.
+
+Options of a metric (registry rows, :data:`FAMILY` ``.check``): ``kind`` (``"insertion"`` or
+``"deletion"``), ``mode`` (:data:`Mode`), ``substrate`` (:data:`Substrate`) and ``corrected``
+(deletion towards each image's own blur; simultaneous deletion only).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Union, overload
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union, overload
 
 from torch import Tensor
 
-from lightning_explain._core import Model, check_positive_int, pair_context
+from lightning_explain._checks import check_bool, check_literal, check_positive_int
+from lightning_explain._core import Model
 from lightning_explain.metrics.functional._common import (
     Comparison,
+    Direction,
+    MapInputs,
+    MetricFamily,
     Mode,
     Substrate,
     Track,
     auc,
-    blur,
+    check_direction,
     check_mode,
+    check_second_map,
+    check_substrate,
     make_substrate,
+    mean_of_sides,
     perturbation_curves,
+    perturbed_sides,
     pixel_ranks,
-    prepare_map,
-    resolve_batch_size,
+    score_maps,
 )
 from lightning_explain.similarity import SimilarityFn
 
-__all__ = ["deletion", "insertion"]
+__all__ = ["FAMILY", "CurveState", "Kind", "deletion", "insertion"]
+
+Kind = Literal["insertion", "deletion"]
+"""``"insertion"``: pixels go from the substrate to the image; ``"deletion"``: the reverse."""
+
+_OPTIONS = ("kind", "mode", "substrate", "corrected")
+_TrackKey = tuple[str, str, int]  # (kind, substrate label, image 1 or 2)
+_CurveKey = tuple[str, str, str]  # (kind, substrate label, "pair" | "x1" | "x2")
+_PERTURBED: dict[str, tuple[int, ...]] = {"pair": (1, 2), "x1": (1,), "x2": (2,)}
 
 
-def _run(
-    kind: Literal["insertion", "deletion"],
-    model: Model,
-    x1: Tensor,
-    x2: Tensor,
-    h1: Tensor,
-    h2: Tensor | None,
-    *,
-    mode: str,
-    n_steps: int,
-    substrate: object,
-    corrected: bool,
-    similarity: Union[str, SimilarityFn],
-    batch_size: int | None,
-) -> tuple[Tensor, Tensor]:
-    owner = kind
-    mode = check_mode(mode, owner=owner)
-    n_steps = check_positive_int(n_steps, name="n_steps", owner=owner)
-    if not isinstance(corrected, bool):
-        raise TypeError(f"`{owner}`: expected `corrected` to be a bool, but got {corrected!r}.")
+@dataclass(frozen=True)
+class CurveState:
+    """What :func:`_insertion_deletion_update` computed: every requested ``(B, n_steps + 1)``
+    curve, keyed by ``(kind, substrate label, comparison)`` with comparison ``"pair"``
+    (simultaneous), ``"x1"`` or ``"x2"`` (conditional, that image perturbed), and the direction
+    the conditional metrics are scored in."""
+
+    curves: dict[_CurveKey, Tensor]
+    direction: Direction
+
+
+def _insertion_deletion_check(options: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Validate one metric's options; return them complete (``corrected`` defaults to False)."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    missing = [k for k in _OPTIONS[:3] if k not in options]
+    if unknown or missing:
+        raise TypeError(
+            f"`{owner}`: insertion/deletion options are {list(_OPTIONS)}; got unknown {unknown} "
+            f"and missing {missing}."
+        )
+    kind: Kind = check_literal(options["kind"], Kind, name="kind", owner=owner)
+    mode = check_mode(options["mode"], owner=owner)
+    substrate = check_substrate(options["substrate"], owner=owner)
+    corrected = check_bool(options.get("corrected", False), name="corrected", owner=owner)
     if corrected:
+        if kind != "deletion":
+            raise ValueError(f"`{owner}`: `corrected=True` applies to deletion only.")
         if mode != "simultaneous":
             raise ValueError(
                 f"`{owner}`: `corrected=True` only applies to mode='simultaneous' (conditional "
@@ -65,33 +103,152 @@ def _run(
                 f"`{owner}`: `corrected=True` deletes towards each image's own blurred version; "
                 f"do not combine it with `substrate={substrate!r}`."
             )
-    if mode == "simultaneous" and h2 is None:
-        raise ValueError(
-            f"`{owner}`: mode='simultaneous' perturbs both images, so it needs `h2`, but got None."
-        )
-    with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        chunk = resolve_batch_size(batch_size, ctx)
-        map1 = prepare_map(h1, ctx.x1, name="h1", owner=owner)
-        map2 = None if h2 is None else prepare_map(h2, ctx.x2, name="h2", owner=owner)
-        images = [ctx.x1] if mode == "conditional" else [ctx.x1, ctx.x2]
-        maps = [map1] if map2 is None or mode == "conditional" else [map1, map2]
-        tracks = []
-        for x, h in zip(images, maps):
-            if kind == "insertion":
-                start, finish = make_substrate(x, substrate, owner=owner), x
-            elif corrected:
-                start, finish = x, blur(x)
-            else:
-                start, finish = x, make_substrate(x, substrate, owner=owner)
-            tracks.append(Track(start=start, finish=finish, rank=pixel_ranks(h)))
-        if mode == "simultaneous":
-            comparisons = [Comparison(track=0, other=1)]
+    return {"kind": kind, "mode": mode, "substrate": substrate, "corrected": corrected}
+
+
+def _substrate(options: Mapping[str, Any]) -> Substrate:
+    """The substrate a metric's tracks use: corrected deletion deletes towards the blur."""
+    substrate: Substrate = "blur" if options.get("corrected", False) else options["substrate"]
+    return substrate
+
+
+def _label(substrate: Substrate) -> str:
+    """A sortable name of a substrate (tracks are ordered by it, which fixes the batches)."""
+    return substrate if isinstance(substrate, str) else repr(float(substrate))
+
+
+def _comparisons(options: Mapping[str, Any], direction: Direction) -> list[_CurveKey]:
+    kind, label = str(options["kind"]), _label(_substrate(options))
+    if options["mode"] == "simultaneous":
+        return [(kind, label, "pair")]
+    return [(kind, label, side) for side in perturbed_sides(direction)]
+
+
+def _insertion_deletion_update(
+    inputs: MapInputs, requests: Sequence[Mapping[str, Any]]
+) -> CurveState:
+    """Every curve the requested insertion/deletion metrics need, in one chunked engine call.
+
+    Identical tracks are built once: simultaneous and conditional metrics of one kind and
+    substrate share theirs, and so do both directions of a conditional metric. Tracks are ordered
+    by ``(kind, substrate label, image)``. The intact embeddings ``inputs.intact`` are the
+    condition of the conditional curves and the unperturbed end of every curve (the last
+    insertion step, the first deletion step), which is therefore not embedded again.
+
+    Args:
+        inputs: the open pair context, ``(B, H, W)`` maps, intact ``(B, D)`` embeddings,
+            ``n_steps``, ``batch_size`` and the direction of the conditional metrics.
+        requests: the options of each requested metric (checked, see :data:`FAMILY`).
+
+    Returns:
+        The :class:`CurveState`. Cost: ``B * n_steps`` forwards per distinct track.
+    """
+    ctx = inputs.ctx
+    wanted = sorted({key for o in requests for key in _comparisons(o, inputs.direction)})
+    substrates = {
+        (kind, label): _substrate(o)
+        for o in requests
+        for kind, label, _ in _comparisons(o, inputs.direction)
+    }
+    images = {1: ctx.x1, 2: ctx.x2}
+    maps = {1: inputs.map1, 2: inputs.map2}
+    known = dict(zip((1, 2), inputs.intact))
+    ranks: dict[int, Tensor] = {}
+    tracks: list[Track] = []
+    index: dict[_TrackKey, int] = {}
+    for key in sorted({(k, lab, i) for k, lab, which in wanted for i in _PERTURBED[which]}):
+        kind, label, image = key
+        h = maps[image]
+        if h is None:
+            raise ValueError(f"`{ctx.owner}`: {kind} perturbs x{image}, so it needs `h{image}`.")
+        if image not in ranks:
+            ranks[image] = pixel_ranks(h)
+        x, substrate = images[image], make_substrate(images[image], substrates[(kind, label)])
+        # Insertion: substrate -> image, its intact end is the finish; deletion: the reverse.
+        if kind == "insertion":
+            track = Track(substrate, x, ranks[image], intact=("finish", known[image]))
         else:
-            condition = ctx.embed_chunked(ctx.x2, chunk)
-            comparisons = [Comparison(track=0, condition=condition)]
-        (curve,) = perturbation_curves(ctx, tracks, comparisons, n_steps=n_steps, batch_size=chunk)
-    curve = curve.clone()  # an ordinary tensor, usable in autograd code of the caller
+            track = Track(x, substrate, ranks[image], intact=("start", known[image]))
+        index[key] = len(tracks)
+        tracks.append(track)
+    comparisons = []
+    for kind, label, which in wanted:
+        perturbed = [index[(kind, label, i)] for i in _PERTURBED[which]]
+        if len(perturbed) == 2:  # simultaneous: track of x1 against track of x2
+            comparisons.append(Comparison(track=perturbed[0], other=perturbed[1]))
+        else:  # conditional: the perturbed image against the other one's intact embedding
+            other = 3 - _PERTURBED[which][0]
+            comparisons.append(Comparison(track=perturbed[0], condition=known[other]))
+    curves = perturbation_curves(
+        ctx, tracks, comparisons, n_steps=inputs.n_steps, batch_size=inputs.batch_size
+    )
+    return CurveState(curves=dict(zip(wanted, curves)), direction=inputs.direction)
+
+
+def _insertion_deletion_compute(
+    state: CurveState, options: Mapping[str, Any]
+) -> tuple[Tensor, Tensor]:
+    """One metric's ``(B,)`` scores and ``(B, n_steps + 1)`` curve from the computed curves.
+
+    Simultaneous: the curve of the pair. Conditional: the curve of the perturbed side, or with
+    ``direction="both"`` the mean curve ``0.5 * (x1 side + x2 side)`` (its area is the mean of the
+    two areas). Score: the normalised trapezoid area :func:`auc`,
+    ``(sum_t s_t - s_0 / 2 - s_T / 2) / T``.
+    """
+    parts = [state.curves[key] for key in _comparisons(options, state.direction)]
+    curve = mean_of_sides(parts).clone()  # an ordinary tensor, usable in the caller's autograd
     return auc(curve), curve
+
+
+FAMILY = MetricFamily(
+    name="insertion_deletion",
+    inputs="maps",
+    check=_insertion_deletion_check,
+    update=_insertion_deletion_update,
+    compute=_insertion_deletion_compute,
+)
+"""The insertion/deletion family (registry keys ``insertion_*``, ``deletion_*``)."""
+
+
+def _score(
+    kind: Kind,
+    model: Model,
+    x1: Tensor,
+    x2: Tensor,
+    h1: Tensor,
+    h2: Tensor | None,
+    *,
+    mode: object,
+    direction: object,
+    n_steps: object,
+    substrate: object,
+    corrected: object,
+    similarity: Union[str, SimilarityFn],
+    batch_size: int | None,
+) -> tuple[Tensor, Tensor]:
+    """Check the arguments of :func:`insertion` / :func:`deletion` and run the family."""
+    owner = kind
+    options = _insertion_deletion_check(
+        {"kind": kind, "mode": mode, "substrate": substrate, "corrected": corrected}, owner
+    )
+    checked_direction = check_direction(direction, owner=owner)
+    steps = check_positive_int(n_steps, name="n_steps", owner=owner)
+    check_second_map(h2, mode=options["mode"], direction=checked_direction, owner=owner)
+    ((scores, curve),) = score_maps(
+        model,
+        x1,
+        x2,
+        h1,
+        h2,
+        [(FAMILY, options)],
+        similarity=similarity,
+        n_steps=steps,
+        batch_size=batch_size,
+        direction=checked_direction,
+        owner=owner,
+    )
+    assert curve is not None
+    return scores, curve
 
 
 @overload
@@ -103,6 +260,7 @@ def insertion(
     h2: Tensor | None = ...,
     *,
     mode: Mode = ...,
+    direction: Direction = ...,
     n_steps: int = ...,
     substrate: Substrate = ...,
     similarity: Union[str, SimilarityFn] = ...,
@@ -118,6 +276,7 @@ def insertion(
     h2: Tensor | None = ...,
     *,
     mode: Mode = ...,
+    direction: Direction = ...,
     n_steps: int = ...,
     substrate: Substrate = ...,
     similarity: Union[str, SimilarityFn] = ...,
@@ -132,6 +291,7 @@ def insertion(
     h2: Tensor | None = None,
     *,
     mode: Mode = "simultaneous",
+    direction: Direction = "both",
     n_steps: int = 224,
     substrate: Substrate = "blur",
     similarity: Union[str, SimilarityFn] = "cosine",
@@ -146,10 +306,14 @@ def insertion(
     image's own map, descending; ties in raster order). After ``n_steps`` steps the image is intact.
 
     * ``mode="simultaneous"`` (the paper's SI): both images are restored at each step, each by
-      its own map; curve ``s_t = sim(f(x1_t), f(x2_t))``.
-    * ``mode="conditional"`` (CI): only ``x1`` is restored by ``h1``; ``x2`` stays intact and is
-      embedded once; ``s_t = sim(f(x1_t), f(x2))``. Call with swapped arguments for the other side
-      (:func:`lightning_explain.metrics.evaluate` averages both directions).
+      its own map; curve ``s_t = sim(f(x1_t), f(x2_t))``. ``direction`` is ignored.
+    * ``mode="conditional"`` (CI): one image is restored by its map while the other stays intact.
+      ``direction="x1"``: ``s_t = sim(f(x1_t), f(x2))``; ``"x2"``: ``s_t = sim(f(x2_t), f(x1))``;
+      ``"both"`` (default): the mean curve of the two, so the score is the mean of both
+      directions and does not change when the pair is swapped. The paper's code scores whichever
+      image it is given; averaging makes the conditional score symmetric in the pair, as the
+      simultaneous one is. This is also what :func:`~lightning_explain.metrics.evaluate` and
+      :class:`~lightning_explain.metrics.Insertion` compute.
 
     Score: ``(sum_t s_t - s_0 / 2 - s_T / 2) / T`` with ``T = n_steps`` (the trapezoid area over
     x in [0, 1]).
@@ -160,8 +324,11 @@ def insertion(
         x2: ``(B, C, H, W)`` second images.
         h1: ``(B, h, w)`` map of ``x1`` (``h <= H``, ``w <= W``; lower resolutions, e.g. a 7x7
             CAM, are upsampled bilinearly first).
-        h2: ``(B, h, w)`` map of ``x2``; required in simultaneous mode, unused in conditional mode.
+        h2: ``(B, h, w)`` map of ``x2``; required unless ``mode="conditional"`` with
+            ``direction="x1"``.
         mode: ``"simultaneous"`` (default) or ``"conditional"``.
+        direction: conditional mode only: ``"both"`` (default, the mean of both directions),
+            ``"x1"`` (only ``x1`` restored, ``x2`` intact) or ``"x2"`` (only ``x2`` restored).
         n_steps: number of steps ``T`` (default 224, the paper's value at 224 px); the curve has
             ``T + 1`` points.
         substrate: start image: ``"blur"`` (default), ``"zero"``, ``"mean"`` (per-channel mean)
@@ -170,19 +337,22 @@ def insertion(
         batch_size: images per forward pass. Default None: chosen from the device's memory
             (CPU: a 256 MiB activation budget, at most 256 images: 256 at 32 px, 6 at 224 px;
             CUDA: a quarter of the free memory, at most 1024).
-        return_curve: also return the ``(B, n_steps + 1)`` curve.
+        return_curve: also return the ``(B, n_steps + 1)`` curve (``direction="both"``: the mean
+            curve of the two directions).
 
     Returns:
         ``(B,)`` scores, or ``(scores, curve)`` with ``return_curve=True``.
 
     Cost:
-        ``n_steps + 1`` forwards per perturbed image: ``2 * (n_steps + 1)`` per pair in
-        simultaneous mode, ``n_steps + 2`` (the intact condition once) in conditional mode; all
-        in chunked batches of ``batch_size`` images under ``torch.inference_mode``.
+        2 forwards per pair for the intact images (the condition, and the unperturbed end of the
+        curve), plus ``n_steps`` per perturbed image: ``2 * n_steps + 2`` per pair in simultaneous
+        mode and in conditional mode with ``direction="both"``, ``n_steps + 2`` with ``"x1"`` or
+        ``"x2"``; all in chunked batches of ``batch_size`` images under ``torch.inference_mode``.
 
     Raises:
-        ValueError: malformed images or maps (shape mismatch, NaN), unknown ``mode`` or
-            ``substrate``, ``n_steps < 1``, missing ``h2`` in simultaneous mode.
+        ValueError: malformed images or maps (shape mismatch, NaN), unknown ``mode``,
+            ``direction`` or ``substrate``, ``n_steps < 1``, missing ``h2`` (simultaneous mode,
+            or conditional mode with ``direction="both"`` or ``"x2"``).
 
     Example:
         >>> import torch
@@ -194,8 +364,13 @@ def insertion(
         >>> scores, curve = insertion(net, x1, x2, h1, h2, n_steps=8, return_curve=True)
         >>> tuple(scores.shape), tuple(curve.shape)
         ((2,), (2, 9))
+        >>> both = insertion(net, x1, x2, h1, h2, mode="conditional", n_steps=8)
+        >>> one = insertion(net, x1, x2, h1, h2, mode="conditional", direction="x1", n_steps=8)
+        >>> other = insertion(net, x1, x2, h1, h2, mode="conditional", direction="x2", n_steps=8)
+        >>> torch.allclose(both, (one + other) / 2, atol=1e-6)
+        True
     """
-    scores, curve = _run(
+    scores, curve = _score(
         "insertion",
         model,
         x1,
@@ -203,6 +378,7 @@ def insertion(
         h1,
         h2,
         mode=mode,
+        direction=direction,
         n_steps=n_steps,
         substrate=substrate,
         corrected=False,
@@ -221,6 +397,7 @@ def deletion(
     h2: Tensor | None = ...,
     *,
     mode: Mode = ...,
+    direction: Direction = ...,
     n_steps: int = ...,
     substrate: Substrate = ...,
     corrected: bool = ...,
@@ -237,6 +414,7 @@ def deletion(
     h2: Tensor | None = ...,
     *,
     mode: Mode = ...,
+    direction: Direction = ...,
     n_steps: int = ...,
     substrate: Substrate = ...,
     corrected: bool = ...,
@@ -252,6 +430,7 @@ def deletion(
     h2: Tensor | None = None,
     *,
     mode: Mode = "simultaneous",
+    direction: Direction = "both",
     n_steps: int = 224,
     substrate: Substrate = "zero",
     corrected: bool = False,
@@ -265,7 +444,8 @@ def deletion(
     Start: the image. Each step overwrites the next ``ceil(H*W / n_steps)`` most salient pixels
     (ranked by the image's own map, descending; ties in raster order) with the substrate
     (default ``"zero"``, the paper's: black for [0, 1] inputs, the dataset mean for normalised
-    inputs). Modes, curve and score as in :func:`insertion`.
+    inputs). Modes, ``direction`` (default ``"both"``: the mean of both conditional directions,
+    symmetric in the pair), curve and score as in :func:`insertion`.
 
     **Simultaneous-deletion artifact.** With a shared substrate the two fully deleted images are
     identical, so the simultaneous curve ends at similarity 1 (cosine) whatever the maps; the
@@ -283,8 +463,11 @@ def deletion(
         x1: ``(B, C, H, W)`` first images.
         x2: ``(B, C, H, W)`` second images.
         h1: ``(B, h, w)`` map of ``x1`` (upsampled bilinearly if smaller than the image).
-        h2: ``(B, h, w)`` map of ``x2``; required in simultaneous mode, unused in conditional mode.
+        h2: ``(B, h, w)`` map of ``x2``; required unless ``mode="conditional"`` with
+            ``direction="x1"``.
         mode: ``"simultaneous"`` (default) or ``"conditional"``.
+        direction: conditional mode only: ``"both"`` (default), ``"x1"`` or ``"x2"`` (see
+            :func:`insertion`).
         n_steps: number of steps (default 224).
         substrate: the value deleted pixels take: ``"zero"`` (default), ``"blur"``, ``"mean"`` or a
             constant.
@@ -297,13 +480,13 @@ def deletion(
         ``(B,)`` scores, or ``(scores, curve)`` with ``return_curve=True``.
 
     Cost:
-        As :func:`insertion`: ``n_steps + 1`` forwards per perturbed image.
+        As :func:`insertion`: 2 intact forwards per pair plus ``n_steps`` per perturbed image.
 
     Raises:
         ValueError: as :func:`insertion`; also ``corrected=True`` with conditional mode or with a
             substrate other than the default.
     """
-    scores, curve = _run(
+    scores, curve = _score(
         "deletion",
         model,
         x1,
@@ -311,6 +494,7 @@ def deletion(
         h1,
         h2,
         mode=mode,
+        direction=direction,
         n_steps=n_steps,
         substrate=substrate,
         corrected=corrected,

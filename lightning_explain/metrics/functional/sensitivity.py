@@ -1,25 +1,51 @@
 """Max-Sensitivity for image pairs (after Yeh et al., "On the (In)fidelity and Sensitivity of
 Explanations", NeurIPS 2019), as adapted to pairs by Sammani et al., "Visualizing and Understanding
 Contrastive Learning" (IEEE TIP; arXiv 2206.09753).
+
+The maths of the family, for :func:`max_sensitivity`, the
+:class:`~lightning_explain.metrics.MaxSensitivity` class and
+:func:`~lightning_explain.metrics.evaluate` alike:
+
+* :func:`_max_sensitivity_update` re-explains noisy copies of the pairs and keeps, per image, the
+  largest relative change of its map over the noise draws.
+* :func:`_max_sensitivity_compute` averages the two images.
+
+Options of a metric: ``kind`` (``"max_sensitivity"``), ``n_samples``, ``radius``, ``seed`` and
+``explain_batch_size`` (see :func:`max_sensitivity`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor
 
-from lightning_explain._core import Model, check_positive_int, pair_context
+from lightning_explain._checks import (
+    check_batch_size,
+    check_int,
+    check_literal,
+    check_positive_int,
+    check_real,
+)
+from lightning_explain._core import Model, pair_context
 from lightning_explain.explain import explain
 from lightning_explain.methods import method_info
+from lightning_explain.metrics.functional._common import MetricFamily, PairInputs, score_pairs
 
-__all__ = ["max_sensitivity", "run_max_sensitivity"]
+__all__ = ["DEFAULT_EXPLAIN_PAIRS", "FAMILY", "SensitivityState", "max_sensitivity"]
 
 DEFAULT_EXPLAIN_PAIRS = 64
 """Default ``explain_batch_size``: noisy pairs per ``explain`` call (at least the batch)."""
+
+_OPTIONS = ("kind", "n_samples", "radius", "seed", "explain_batch_size")
+_Key = tuple[int, float, int, Union[int, None]]
+
+SensitivityState = dict[_Key, tuple[Tensor, Tensor]]
+"""What :func:`_max_sensitivity_update` computed: per distinct ``(n_samples, radius, seed,
+explain_batch_size)``, the ``(B,)`` largest relative change of the maps of ``x1`` and of ``x2``."""
 
 
 def _relative_change(reference: Tensor, noisy: Tensor) -> Tensor:
@@ -35,20 +61,40 @@ def _relative_change(reference: Tensor, noisy: Tensor) -> Tensor:
     return torch.where(norm > 0, ratio, unbounded)
 
 
-def run_max_sensitivity(
-    model: Model,
-    x1: Tensor,
-    x2: Tensor,
-    method: object,
-    method_options: Mapping[str, Any],
-    *,
-    n_samples: int = 10,
-    radius: float = 0.2,
-    seed: int = 0,
-    explain_batch_size: int | None = None,
-    owner: str = "max_sensitivity",
-) -> Tensor:
-    """Core of :func:`max_sensitivity` with the method options as a mapping (see there)."""
+def _max_sensitivity_check(options: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Validate one metric's options; return them complete (missing ones take the defaults of
+    :func:`max_sensitivity`)."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"`{owner}`: max-sensitivity options are {list(_OPTIONS)}, but got unknown {unknown}."
+        )
+    kind: Literal["max_sensitivity"] = check_literal(
+        options.get("kind", "max_sensitivity"), Literal["max_sensitivity"], name="kind", owner=owner
+    )
+    return {
+        "kind": kind,
+        "n_samples": check_positive_int(
+            options.get("n_samples", 10), name="n_samples", owner=owner
+        ),
+        "radius": check_real(options.get("radius", 0.2), name="radius", owner=owner, minimum=0.0),
+        "seed": check_int(options.get("seed", 0), name="seed", owner=owner),
+        "explain_batch_size": check_batch_size(
+            options.get("explain_batch_size"), owner=owner, name="explain_batch_size"
+        ),
+    }
+
+
+def _key(options: Mapping[str, Any]) -> _Key:
+    return (
+        options["n_samples"],
+        options["radius"],
+        options["seed"],
+        options["explain_batch_size"],
+    )
+
+
+def _check_method(method: object, *, owner: str) -> str:
     if method is None:
         raise ValueError(
             f"`{owner}`: max_sensitivity re-explains noisy copies of the pairs, so it needs the "
@@ -58,17 +104,22 @@ def run_max_sensitivity(
     if not isinstance(method, str):
         raise TypeError(f"`{owner}`: expected `method` to be a string, but got {method!r}.")
     method_info(method)  # unknown names raise a ValueError listing the valid ones
-    n_samples = check_positive_int(n_samples, name="n_samples", owner=owner)
-    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius >= 0:
-        raise ValueError(f"`{owner}`: expected `radius` to be a number >= 0, but got {radius!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"`{owner}`: expected `seed` to be an int, but got {seed!r}.")
-    if explain_batch_size is not None:
-        explain_batch_size = check_positive_int(
-            explain_batch_size, name="explain_batch_size", owner=owner
-        )
-    options = dict(method_options)
-    with pair_context(model, x1, x2, owner=owner) as ctx:
+    return method
+
+
+def _max_changes(
+    inputs: PairInputs,
+    method: str,
+    *,
+    n_samples: int,
+    radius: float,
+    seed: int,
+    explain_batch_size: int | None,
+) -> tuple[Tensor, Tensor]:
+    """Per image, the ``(B,)`` max over ``n_samples`` noise draws of the relative map change."""
+    options = dict(inputs.method_options)
+    model = inputs.model
+    with pair_context(model, inputs.x1, inputs.x2, owner=inputs.owner) as ctx:
         generator = ctx.generator(seed)
         reference = explain(model, ctx.x1, ctx.x2, method=method, **options)
         batch = ctx.batch
@@ -103,7 +154,53 @@ def run_max_sensitivity(
             change2 = _relative_change(reference.h2, maps2).amax(dim=0)
             worst1 = torch.maximum(worst1, change1.to(worst1))
             worst2 = torch.maximum(worst2, change2.to(worst2))
-    return 0.5 * (worst1 + worst2)
+    return worst1, worst2
+
+
+def _max_sensitivity_update(
+    inputs: PairInputs, requests: Sequence[Mapping[str, Any]]
+) -> SensitivityState:
+    """Re-explain noisy copies of the pairs once per distinct noise protocol among the requests.
+
+    Args:
+        inputs: model, images, ``method`` and ``method_options``.
+        requests: the options of each requested metric (checked, see :data:`FAMILY`).
+
+    Returns:
+        The :class:`SensitivityState`. Cost: ``n_samples + 1`` explanations per pair and protocol.
+    """
+    method = _check_method(inputs.method, owner=inputs.owner)
+    state: SensitivityState = {}
+    for options in requests:
+        key = _key(options)
+        if key not in state:
+            state[key] = _max_changes(
+                inputs,
+                method,
+                n_samples=options["n_samples"],
+                radius=options["radius"],
+                seed=options["seed"],
+                explain_batch_size=options["explain_batch_size"],
+            )
+    return state
+
+
+def _max_sensitivity_compute(
+    state: SensitivityState, options: Mapping[str, Any]
+) -> tuple[Tensor, None]:
+    """One metric's ``(B,)`` scores: the mean of the two images' largest relative changes."""
+    worst1, worst2 = state[_key(options)]
+    return 0.5 * (worst1 + worst2), None
+
+
+FAMILY = MetricFamily(
+    name="sensitivity",
+    inputs="pairs",
+    check=_max_sensitivity_check,
+    update=_max_sensitivity_update,
+    compute=_max_sensitivity_compute,
+)
+"""The max-sensitivity family (registry key ``max_sensitivity``)."""
 
 
 def max_sensitivity(
@@ -164,22 +261,26 @@ def max_sensitivity(
             images.
         TypeError: unknown method options (listed by :func:`lightning_explain.explain`).
     """
+    owner = "max_sensitivity"
     merged = dict(options or {})
     clash = sorted(set(merged) & set(method_options))
     if clash:
         raise ValueError(
-            f"`max_sensitivity`: method option(s) {clash} were given both in `options` and as "
+            f"`{owner}`: method option(s) {clash} were given both in `options` and as "
             "keyword arguments; give each once."
         )
     merged.update(method_options)
-    return run_max_sensitivity(
-        model,
-        x1,
-        x2,
-        method,
-        merged,
-        n_samples=n_samples,
-        radius=radius,
-        seed=seed,
-        explain_batch_size=explain_batch_size,
+    checked = _max_sensitivity_check(
+        {
+            "n_samples": n_samples,
+            "radius": radius,
+            "seed": seed,
+            "explain_batch_size": explain_batch_size,
+        },
+        owner,
     )
+    inputs = PairInputs(
+        model=model, x1=x1, x2=x2, method=method, method_options=merged, owner=owner
+    )
+    ((scores, _),) = score_pairs(inputs, [(FAMILY, checked)])
+    return scores

@@ -1,4 +1,4 @@
-"""torchmetrics wrappers: accumulation, directions, and DDP sync across two gloo processes."""
+"""torchmetrics classes: accumulation, directions, and DDP sync across two gloo processes."""
 
 from __future__ import annotations
 
@@ -100,6 +100,14 @@ def test_wrapper_argument_errors():
         Deletion(n_steps=0)
     with pytest.raises(ValueError, match="only applies to mode='simultaneous'"):
         Deletion(mode="conditional", corrected=True)
+    with pytest.raises(ValueError, match=r"`AverageIncrease`.*`direction`.*'both', 'x1', 'x2'"):
+        AverageIncrease(mode="conditional", direction="x3")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`corrected` to be a bool"):
+        Deletion(corrected="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`batch_size` >= 1"):
+        AverageDrop(batch_size=0)
+    with pytest.raises(ValueError, match="`radius` >= 0"):
+        MaxSensitivity("input_x_gradient", radius=-0.1)
     metric = AverageDrop()
     with pytest.raises(ValueError, match="expected `h2`"):
         metric.update(model, x1, x2, h1)
@@ -111,10 +119,15 @@ def test_public_signatures_and_positional_arguments():
     def params(cls: type) -> list[str]:
         return list(inspect.signature(cls).parameters)
 
-    curve = ["n_steps", "similarity", "batch_size", "kwargs"]
+    curve = ["n_steps", "similarity", "batch_size", "direction", "kwargs"]
     assert params(Insertion) == ["mode", *curve]
     assert params(Deletion) == ["mode", "corrected", *curve]
     assert params(AverageDrop) == params(AverageIncrease) == ["mode", *curve[1:]]
+    for cls in (Insertion, Deletion, AverageDrop, AverageIncrease):
+        direction = inspect.signature(cls).parameters["direction"]
+        assert direction.kind is inspect.Parameter.KEYWORD_ONLY
+        assert direction.default == "both"
+    assert Insertion(direction="x2").direction == "x2"
     ins = Insertion("conditional", 8, "dot", 4)
     assert (ins.key, ins.n_steps, ins.similarity) == ("insertion_conditional", 8, "dot")
     assert ins.batch_size == 4

@@ -38,21 +38,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union, cast
+from typing import Any, Literal, Union, cast, get_args
 
-import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from lightning_explain.downstream import KNNSet
+from lightning_explain._checks import check_literal, check_positive_int, describe
+from lightning_explain._guard import seeded_global_rng
+from lightning_explain.data._items import (
+    as_single_view,
+    is_pil,
+    is_view,
+    match_channels,
+    transform_disabled,
+    transform_holder,
+)
+from lightning_explain.data.knn import KNNSet
 
 __all__ = [
+    "PAIRINGS",
     "PROBE_FORMAT",
     "Pairing",
     "ProbeSet",
@@ -60,11 +67,10 @@ __all__ = [
     "draw_probe_set",
     "find_normalize",
     "hash_settings",
-    "seeded_global_rng",
 ]
 
 Pairing = Literal["two_views", "clean_vs_augmented", "dataset"]
-PAIRINGS: tuple[str, ...] = ("two_views", "clean_vs_augmented", "dataset")
+PAIRINGS: tuple[str, ...] = get_args(Pairing)
 PROBE_FORMAT = "lightning-explain-probe"
 _PROBE_VERSION = 1
 _OWNER = "draw_probe_set"
@@ -91,7 +97,7 @@ class ProbeSet:
             restored probe set only when its own settings hash to the same value.
         extra: free-form string metadata.
         knn: the labelled image set of the online kNN probe
-            (:class:`lightning_explain.downstream.KNNSet`), stored with the pairs so that resumed
+            (:class:`lightning_explain.data.KNNSet`), stored with the pairs so that resumed
             runs and ``lightning-explain compare`` classify the same images; ``None`` without one.
     """
 
@@ -113,7 +119,7 @@ class ProbeSet:
             if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim != 4:
                 raise ValueError(
                     f"`ProbeSet`: expected `{name}` to be a float tensor of shape (N, C, H, W), "
-                    f"but got {_describe(x)}."
+                    f"but got {describe(x)}."
                 )
         if self.x1.shape != self.x2.shape:
             raise ValueError(
@@ -190,8 +196,6 @@ class ProbeSet:
             )
         knn = None
         if data.get("knn") is not None:
-            from lightning_explain.downstream import KNNSet
-
             knn = KNNSet.from_dict(data["knn"], origin=f"{origin} (its kNN set)")
         try:
             indices = data["indices"]
@@ -235,30 +239,6 @@ class ProbeSet:
             )
         data = torch.load(path, map_location="cpu", weights_only=True)
         return cls.from_dict(data, origin=f"the file {str(path)!r}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Global RNG guard
-
-
-@contextmanager
-def seeded_global_rng(seed: int) -> Iterator[None]:
-    """Seed the global torch, NumPy and Python RNGs with ``seed``; restore all three on exit.
-
-    Dataset transforms (torchvision, lightly) draw from these global RNGs; running them inside this
-    context makes the draw reproducible and leaves the caller's random streams exactly as found.
-    """
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        try:
-            torch.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,61 +307,19 @@ def default_clean_transform(
     return cast(Callable[[Any], Tensor], v2.Compose(steps))
 
 
-def _transform_holder(dataset: object) -> object | None:
-    """The object whose ``transform`` attribute the dataset applies (looks through ``Subset``)."""
-    seen = 0
-    obj: object = dataset
-    while seen < 8:
-        if hasattr(obj, "transform"):
-            return obj
-        inner = getattr(obj, "dataset", None)
-        if inner is None:
-            return None
-        obj, seen = inner, seen + 1
-    return None
-
-
-@contextmanager
-def _transform_disabled(holder: Any) -> Iterator[Any]:
-    original = holder.transform
-    try:
-        holder.transform = None
-        yield original
-    finally:
-        holder.transform = original
-
-
 # --------------------------------------------------------------------------------------------------
 # Pair extraction
 
 
-def _describe(x: object) -> str:
-    if isinstance(x, Tensor):
-        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
-    if isinstance(x, (list, tuple)):
-        inner = ", ".join(_describe(v) for v in list(x)[:4])
-        more = ", ..." if len(x) > 4 else ""
-        return f"a {type(x).__name__} of {len(x)} ({inner}{more})"
-    return f"an object of type {type(x).__name__}"
-
-
-def _is_view(x: object) -> bool:
-    return isinstance(x, Tensor) and x.is_floating_point() and x.ndim == 3
-
-
-def _is_pil(x: object) -> bool:
-    return type(x).__module__.startswith("PIL")
-
-
 def _check_views(v1: object, v2: object, *, index: int, pairing: str) -> tuple[Tensor, Tensor]:
     for name, v in (("first", v1), ("second", v2)):
-        if not _is_view(v):
+        if not is_view(v):
             hint = ""
-            if _is_pil(v):
+            if is_pil(v):
                 hint = " End the transform with `ToTensor()` (or `v2.ToImage()` + `v2.ToDtype`)."
             raise ValueError(
                 f"`{_OWNER}`: with pairing={pairing!r}, the {name} view of item {index} must be a "
-                f"(C, H, W) float tensor, but it is {_describe(v)}.{hint}"
+                f"(C, H, W) float tensor, but it is {describe(v)}.{hint}"
             )
     a, b = cast(Tensor, v1), cast(Tensor, v2)
     if a.shape != b.shape:
@@ -399,43 +337,27 @@ def _pair_from_item(item: object, *, index: int, pairing: str) -> tuple[Tensor, 
         views: object = item
         if isinstance(item, (list, tuple)) and item and isinstance(item[0], (list, tuple)):
             views = item[0]
-        if isinstance(views, (list, tuple)) and len(views) >= 2 and _is_pil(views[0]):
+        if isinstance(views, (list, tuple)) and len(views) >= 2 and is_pil(views[0]):
             _check_views(views[0], views[1], index=index, pairing=pairing)  # raises with a hint
         if (
             not isinstance(views, (list, tuple))
             or len(views) < 2
-            or not (_is_view(views[0]) and _is_view(views[1]))
+            or not (is_view(views[0]) and is_view(views[1]))
         ):
             raise ValueError(
                 f"`{_OWNER}`: pairing='two_views' expects items of the form ([v1, v2, ...], label, "
                 f"...) or [v1, v2, ...] from a multi-view transform (e.g. lightly's "
-                f"SimCLRTransform), but item {index} is {_describe(item)}. Use a dataset whose "
-                f"transform returns two views (e.g. probe_source='train'), pairing='dataset' for "
+                f"SimCLRTransform), but item {index} is {describe(item)}. Use a dataset whose "
+                f"transform returns two views (e.g. ProbeSettings(source='train')), pairing='dataset' for "
                 f"a dataset of (x1, x2) pairs, or pairing='clean_vs_augmented'."
             )
         return _check_views(views[0], views[1], index=index, pairing=pairing)
     if not isinstance(item, (list, tuple)) or len(item) < 2:
         raise ValueError(
             f"`{_OWNER}`: pairing='dataset' expects items (x1, x2, ...), but item {index} is "
-            f"{_describe(item)}."
+            f"{describe(item)}."
         )
     return _check_views(item[0], item[1], index=index, pairing=pairing)
-
-
-def _as_single_view(x: object) -> object:
-    if isinstance(x, (list, tuple)) and x and not isinstance(x, Tensor):
-        return x[0]
-    return x
-
-
-def _match_channels(x: Tensor, channels: int) -> Tensor:
-    if x.shape[0] == channels:
-        return x
-    if x.shape[0] == 1:
-        return x.expand(channels, -1, -1).clone()
-    if channels == 1 and x.shape[0] == 3:
-        return x.mean(dim=0, keepdim=True)
-    return x
 
 
 # --------------------------------------------------------------------------------------------------
@@ -489,20 +411,14 @@ def draw_probe_set(
         ValueError: for an empty dataset, an unknown pairing, or items that do not fit the pairing
             (the message shows the item's structure and the fix).
     """
-    if pairing not in PAIRINGS:
-        raise ValueError(
-            f"`{_OWNER}`: expected `pairing` to be one of {list(PAIRINGS)}, but got {pairing!r}."
-        )
-    if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or n_pairs < 1:
-        raise ValueError(
-            f"`{_OWNER}`: expected `n_pairs` to be a positive int, but got {n_pairs!r}."
-        )
+    pairing = check_literal(pairing, Pairing, name="pairing", owner=_OWNER)
+    n_pairs = check_positive_int(n_pairs, name="n_pairs", owner=_OWNER)
     if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
         raise TypeError(
             f"`{_OWNER}`: the probe set is read by index and needs a map-style dataset "
             f"(`__len__` and `__getitem__`), but got {type(dataset).__name__}. For an iterable "
             f"dataset, build a ProbeSet from tensors, `ProbeSet.save` it, and pass its path as "
-            f"`probe_source`."
+            f"`ProbeSettings(source=...)`."
         )
     size = len(dataset)
     if size == 0:
@@ -511,7 +427,7 @@ def draw_probe_set(
     g = torch.Generator().manual_seed(int(seed))
     indices = [int(i) for i in torch.randperm(size, generator=g)[:n].tolist()]
 
-    holder = _transform_holder(dataset)
+    holder = transform_holder(dataset)
     if mean is None or std is None:
         found = find_normalize(getattr(holder, "transform", None)) if holder is not None else None
         if found is not None:
@@ -528,7 +444,7 @@ def draw_probe_set(
                     f"attribute. Use a torchvision/lightly dataset, or pairing='dataset' with a "
                     f"dataset that yields (clean, augmented) pairs."
                 )
-            with _transform_disabled(holder) as original:
+            with transform_disabled(holder) as original:
                 augment = augment_transform if augment_transform is not None else original
                 if augment is None:
                     raise ValueError(
@@ -538,10 +454,10 @@ def draw_probe_set(
                 for i in indices:
                     item = dataset[i]
                     raw = item[0] if isinstance(item, (list, tuple)) else item
-                    aug = _as_single_view(augment(raw))
-                    if not _is_view(aug):
+                    aug = as_single_view(augment(raw))
+                    if not is_view(aug):
                         raise ValueError(
-                            f"`{_OWNER}`: the augmentation returned {_describe(aug)} for item {i}; "
+                            f"`{_OWNER}`: the augmentation returned {describe(aug)} for item {i}; "
                             f"expected a (C, H, W) float tensor."
                         )
                     aug = cast(Tensor, aug)
@@ -552,7 +468,7 @@ def draw_probe_set(
                         )
                     clean = clean_fn(raw)
                     if isinstance(clean, Tensor) and clean.ndim == 3:
-                        clean = _match_channels(clean.float(), int(aug.shape[0]))
+                        clean = match_channels(clean.float(), int(aug.shape[0]))
                     v1, v2 = _check_views(clean, aug, index=i, pairing=pairing)
                     firsts.append(v1)
                     seconds.append(v2)

@@ -1,0 +1,571 @@
+"""The evaluation engine: explain a set of image pairs with several methods and score every
+explanation with the pairwise faithfulness metrics, in one call.
+
+:func:`evaluate_probe` is the one explain-and-score loop of the package: the training callback,
+``lightning-explain compare`` and ``lightning-explain report`` all call it. It computes; it does
+not render or log (see :mod:`lightning_explain.render` and the sinks for that). For each pair set
+it embeds the intact pairs once (their similarities are ``sim``, and their embeddings are reused as
+the unperturbed end of every insertion/deletion curve), optionally computes the online kNN
+accuracy, then for every method entry explains the pairs and scores the explanation.
+
+Method entries are parsed by :func:`parse_methods` into :class:`MethodSpec` (name, label, options);
+the options every method shares (``similarity``, ``layer``, ``seed``, ``batch_size``) are injected
+in one place, :func:`method_options`, where the method takes them and the entry does not set them.
+
+References:
+    [0] Sammani, Joukovsky & Deligiannis, "Visualizing and Understanding Contrastive Learning",
+    IEEE TIP, arXiv 2206.09753.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+import torch
+from torch import Tensor
+
+from lightning_explain._checks import (
+    check_batch_size,
+    check_int,
+    check_literal,
+    check_positive_int,
+    check_signature_options,
+    describe,
+    keyword_options,
+)
+from lightning_explain._core import Model, check_pair, find_modules, pair_context
+from lightning_explain._guard import guest
+from lightning_explain._perf import check_autocast_dtype, perturbation_autocast
+from lightning_explain.data.knn import KNNSet
+from lightning_explain.data.probe import ProbeSet
+from lightning_explain.downstream import evaluate_knn
+from lightning_explain.explain import explain
+from lightning_explain.explanation import PairExplanation
+from lightning_explain.methods import get_method, method_info
+from lightning_explain.metrics import evaluate, metric_info
+from lightning_explain.metrics._registry import resolve_metrics
+from lightning_explain.similarity import SimilarityFn, resolve_similarity
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "EvaluationFailure",
+    "MethodEntry",
+    "MethodEvaluation",
+    "MethodSpec",
+    "ProbeEvaluation",
+    "evaluate_probe",
+    "method_options",
+    "parse_methods",
+]
+
+DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "interaction_cam")
+"""Methods explained when none are given: the paper's pairwise Grad-CAM baseline and its
+Interaction-CAM, each one forward and one backward pass of the pair."""
+
+MethodEntry = Union[str, Mapping[str, Any]]
+"""A method name (``"gradcam"``) or a mapping ``{"name": ..., <option>: <value>, ...}`` with an
+optional ``"label"`` (the name in logged keys)."""
+
+Stage = Literal["embedding", "knn", "method", "metrics"]
+
+_LABEL_OK = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+
+
+# --------------------------------------------------------------------------------------------------
+# Method entries
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method entry: a registered method, its options and the name it is reported under.
+
+    Attributes:
+        name: the registry name (see :func:`lightning_explain.list_methods`).
+        label: the name in logged keys (``explain/<label>/...``), tables and dashboards; the
+            method name unless several entries share it.
+        options: the options given in the entry (:func:`method_options` adds ``similarity``,
+            ``layer``, ``seed`` and ``batch_size`` where the method takes them and the entry does
+            not set them).
+    """
+
+    name: str
+    label: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _option_text(value: object) -> str:
+    text = value.__name__ if callable(value) and hasattr(value, "__name__") else str(value)
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_") or "x"
+
+
+def _entry(entry: object, i: int, owner: str) -> tuple[str, dict[str, Any], str | None]:
+    if isinstance(entry, MethodSpec):
+        return entry.name, dict(entry.options), entry.label
+    if isinstance(entry, str):
+        return entry, {}, None
+    if not isinstance(entry, Mapping):
+        raise TypeError(
+            f"`{owner}`: expected entry {i} of `methods` to be a method name or a dict "
+            f"{{'name': ..., **options}}, but got {describe(entry)}."
+        )
+    options = dict(entry)
+    if "name" not in options:
+        keys = list(options)
+        hint = ""
+        if len(keys) == 1 and isinstance(keys[0], str):
+            inner = options[keys[0]]
+            inner_text = ", ".join(f"{k!r}: {v!r}" for k, v in dict(inner or {}).items())
+            hint = f" Write it as {{'name': {keys[0]!r}{', ' if inner_text else ''}{inner_text}}}."
+        raise ValueError(
+            f"`{owner}`: entry {i} of `methods` is a dict without a 'name' key: {options!r}. "
+            f"Expected {{'name': <method>, <option>: <value>, ...}}.{hint}"
+        )
+    name = options.pop("name")
+    label = options.pop("label", None)
+    if label is not None and (not isinstance(label, str) or not _LABEL_OK.match(label)):
+        raise ValueError(
+            f"`{owner}`: expected the 'label' of entry {i} of `methods` to be a non-empty string "
+            f"of letters, digits and '_.=+-' (it becomes part of the logged keys), but got "
+            f"{label!r}."
+        )
+    return name, options, label
+
+
+def parse_methods(methods: object, *, owner: str = "parse_methods") -> list[MethodSpec]:
+    """Parse method entries into :class:`MethodSpec` objects, checking names and options.
+
+    An entry is a method name (``"gradcam"``), a dict with the key ``name`` plus method options,
+    e.g. ``{"name": "interaction_cam", "reduction": "max"}`` (an optional ``label`` key sets the
+    name used in logged keys), or a :class:`MethodSpec`. When several entries share a method and
+    give no label, each gets the method name followed by its option values, e.g.
+    ``interaction_cam-max``. Options are checked against the method's signature: unknown names
+    raise a ``TypeError`` listing the valid ones, and options typed as ``Literal`` are checked
+    against their choices.
+
+    Raises:
+        TypeError: if ``methods`` is not a list of names/dicts, or an option is unknown.
+        ValueError: for an unknown method (the message lists the valid names), a value outside an
+            option's choices, an empty list, or entries that end up with the same label.
+
+    Example:
+        >>> [s.label for s in parse_methods(["gradcam", {"name": "interaction_cam", "reduction": "max"}])]
+        ['gradcam', 'interaction_cam']
+    """
+    if isinstance(methods, (str, Mapping, MethodSpec)):
+        methods = [methods]
+    if not isinstance(methods, Sequence) or isinstance(methods, (bytes, bytearray)):
+        raise TypeError(
+            f"`{owner}`: expected `methods` to be a list of method names or dicts "
+            f"{{'name': ..., **options}}, but got {describe(methods)}."
+        )
+    if len(methods) == 0:
+        raise ValueError(
+            f"`{owner}`: expected at least one entry in `methods`, e.g. {list(DEFAULT_METHODS)}."
+        )
+    parsed: list[tuple[str, dict[str, Any], str | None]] = []
+    for i, item in enumerate(methods):
+        name, options, label = _entry(item, i, owner)
+        if not isinstance(name, str):
+            raise TypeError(f"`{owner}`: expected a method name (str) in entry {i}, got {name!r}.")
+        try:
+            method_info(name)
+            check_signature_options(get_method(name), options, owner=name, what=f"method {name!r}")
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"`{owner}`: invalid entry {i} of `methods`: {err}") from None
+        parsed.append((name, options, label))
+
+    counts: dict[str, int] = {}
+    for name, _, label in parsed:
+        if label is None:
+            counts[name] = counts.get(name, 0) + 1
+    specs: list[MethodSpec] = []
+    for name, options, label in parsed:
+        if label is None:
+            label = name
+            if counts[name] > 1 and options:
+                label = "-".join([name, *(_option_text(v) for v in options.values())])
+        specs.append(MethodSpec(name=name, label=label, options=options))
+    labels = [s.label for s in specs]
+    duplicates = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if duplicates:
+        raise ValueError(
+            f"`{owner}`: entries of `methods` would be reported under the same name {duplicates}. "
+            f"Remove the repeated entry, give the entries different options, or set a distinct "
+            f"'label' in each dict entry."
+        )
+    return specs
+
+
+def method_options(
+    spec: MethodSpec,
+    *,
+    similarity: Union[str, SimilarityFn] = "cosine",
+    layer: object = "auto",
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """The options a method entry runs with: the shared settings the method takes (``similarity``,
+    ``layer``, ``seed``, and ``batch_size`` when given), overridden by the entry's own options.
+
+    This is the one place where shared settings are injected into method calls.
+
+    Example:
+        >>> spec = parse_methods([{"name": "rise", "n_masks": 100}])[0]
+        >>> sorted(method_options(spec, seed=3).items())[:2]
+        [('n_masks', 100), ('seed', 3)]
+    """
+    accepted = keyword_options(get_method(spec.name))
+    shared: dict[str, Any] = {"similarity": similarity, "layer": layer, "seed": seed}
+    if batch_size is not None:
+        shared["batch_size"] = batch_size
+    options = {k: v for k, v in shared.items() if k in accepted}
+    options.update(spec.options)
+    return options
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class EvaluationFailure:
+    """One part of an evaluation that raised (collected with ``errors="collect"``).
+
+    Attributes:
+        stage: ``"embedding"`` (the intact pairs), ``"knn"``, ``"method"`` (the explanation) or
+            ``"metrics"`` (scoring it).
+        label: the method label (or the stage name for ``embedding``/``knn``).
+        error: the exception.
+    """
+
+    stage: Stage
+    label: str
+    error: BaseException
+
+    def message(self) -> str:
+        """What failed, in one line."""
+        where = {
+            "embedding": "embedding the probe pairs",
+            "method": f"explaining with method {self.label!r}",
+            "metrics": f"scoring method {self.label!r}",
+            "knn": "computing the kNN accuracy",
+        }[self.stage]
+        return f"{where} failed: {type(self.error).__name__}: {self.error}"
+
+
+@dataclass(frozen=True)
+class MethodEvaluation:
+    """The explanation of one method entry and its scores (all tensors on the CPU).
+
+    Attributes:
+        spec: the method entry.
+        options: the options the method ran with (after :func:`method_options`).
+        explanation: the maps ``h1``, ``h2`` ``(B, H, W)`` and ``sim`` ``(B,)``; ``None`` if the
+            method failed.
+        scores: metric key -> ``(B,)`` per-pair scores (empty if scoring failed or no metric was
+            asked for).
+        curves: insertion/deletion key -> ``(B, n_steps + 1)`` similarity curves.
+    """
+
+    spec: MethodSpec
+    options: Mapping[str, Any]
+    explanation: PairExplanation | None
+    scores: Mapping[str, Tensor] = field(default_factory=dict)
+    curves: Mapping[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The entry's label."""
+        return self.spec.label
+
+    def mean_scores(self) -> dict[str, float]:
+        """Metric key -> mean over the pairs with a finite score (NaN when none)."""
+        out: dict[str, float] = {}
+        for key, values in self.scores.items():
+            finite = values[torch.isfinite(values)]
+            out[key] = float(finite.double().mean()) if finite.numel() else math.nan
+        return out
+
+
+@dataclass(frozen=True)
+class ProbeEvaluation:
+    """Everything :func:`evaluate_probe` computed for one set of pairs.
+
+    Attributes:
+        sim: ``(B,)`` similarity of each intact pair (CPU, float32); ``None`` if the embedding
+            failed.
+        methods: one :class:`MethodEvaluation` per method entry that produced an explanation, in
+            entry order.
+        failures: what raised, with ``errors="collect"`` (empty otherwise).
+        knn_accuracy: the kNN top-1 accuracy, when a kNN set was given.
+    """
+
+    sim: Tensor | None
+    methods: tuple[MethodEvaluation, ...] = ()
+    failures: tuple[EvaluationFailure, ...] = ()
+    knn_accuracy: float | None = None
+
+    def __getitem__(self, label: str) -> MethodEvaluation:
+        for m in self.methods:
+            if m.label == label:
+                return m
+        raise KeyError(
+            f"no method evaluated under the label {label!r}; labels: {[m.label for m in self.methods]}"
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels of the evaluated methods."""
+        return [m.label for m in self.methods]
+
+    def scalars(self, prefix: str = "explain") -> dict[str, float]:
+        """The summary scalars: ``<prefix>/sim`` (mean similarity), ``<prefix>/knn_accuracy``
+        and ``<prefix>/<label>/<metric>`` (mean score over the pairs)."""
+        out: dict[str, float] = {}
+        if self.sim is not None:
+            out[f"{prefix}/sim"] = float(self.sim.double().mean())
+        if self.knn_accuracy is not None:
+            out[f"{prefix}/knn_accuracy"] = float(self.knn_accuracy)
+        for m in self.methods:
+            for key, value in m.mean_scores().items():
+                out[f"{prefix}/{m.label}/{key}"] = value
+        return out
+
+    def table(
+        self, label: str, indices: Sequence[int] | None = None
+    ) -> tuple[list[str], list[list[object]]]:
+        """Per-pair table of one method: columns ``pair``, ``item`` (dataset index, ``-1`` when
+        unknown), ``sim`` and one column per metric key."""
+        m = self[label]
+        keys = list(m.scores)
+        n = 0 if self.sim is None else int(self.sim.shape[0])
+        n = max([n, *(int(v.shape[0]) for v in m.scores.values())])
+        rows: list[list[object]] = []
+        for i in range(n):
+            item = int(indices[i]) if indices is not None and i < len(indices) else -1
+            sim = math.nan if self.sim is None else float(self.sim[i])
+            rows.append([i, item, sim, *(float(m.scores[k][i]) for k in keys)])
+        return ["pair", "item", "sim", *keys], rows
+
+    def raise_on_failure(self, owner: str = "evaluate_probe") -> None:
+        """Raise a ``RuntimeError`` (from the first failure) if anything failed."""
+        if self.failures:
+            first = self.failures[0]
+            raise RuntimeError(f"`{owner}`: {first.message()}") from first.error
+
+
+# --------------------------------------------------------------------------------------------------
+# The engine
+
+
+class _Collector:
+    def __init__(self, errors: str) -> None:
+        self.collect = errors == "collect"
+        self.failures: list[EvaluationFailure] = []
+
+    def failed(self, stage: Stage, label: str, err: BaseException) -> None:
+        if not self.collect:
+            raise err
+        self.failures.append(EvaluationFailure(stage, label, err))
+
+
+def _pairs(pairs: object, owner: str) -> tuple[Tensor, Tensor]:
+    if isinstance(pairs, ProbeSet):
+        return pairs.x1, pairs.x2
+    if isinstance(pairs, (tuple, list)) and len(pairs) == 2:
+        return check_pair(pairs[0], pairs[1], owner=owner)
+    raise TypeError(
+        f"`{owner}`: expected `pairs` to be a ProbeSet or a tuple (x1, x2) of (B, C, H, W) "
+        f"tensors, but got {describe(pairs)}."
+    )
+
+
+def _device(
+    device: Union[torch.device, str, None], x: Tensor, model: object, owner: str
+) -> torch.device:
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"`{owner}`: expected `device` to be a torch device such as 'cpu' or 'cuda:0', but "
+                f"got {device!r}."
+            ) from err
+    for m in find_modules(model):
+        for p in m.parameters():
+            return p.device
+    return x.device
+
+
+def evaluate_probe(
+    model: Model,
+    pairs: Union[ProbeSet, tuple[Tensor, Tensor]],
+    methods: Sequence[Union[MethodEntry, MethodSpec]] = DEFAULT_METHODS,
+    metrics: Union[str, Sequence[str], None] = None,
+    *,
+    similarity: Union[str, SimilarityFn] = "cosine",
+    layer: object = "auto",
+    seed: int = 0,
+    batch_size: int | None = None,
+    n_steps: int = 224,
+    autocast: Union[str, torch.dtype, None] = None,
+    device: Union[torch.device, str, None] = None,
+    knn: KNNSet | None = None,
+    knn_model: Model | None = None,
+    knn_k: int | None = None,
+    knn_temperature: float | None = None,
+    errors: Literal["raise", "collect"] = "raise",
+    owner: str = "evaluate_probe",
+) -> ProbeEvaluation:
+    """Explain pairs with every method entry and score each explanation with every metric.
+
+    The model runs as a guest (:func:`lightning_explain._guard.guest`): eval mode with every
+    submodule's train/eval flag restored, gradients through ``torch.autograd.grad`` only, the
+    global RNGs restored, no hooks left behind.
+
+    Args:
+        model: an ``nn.Module`` or callable mapping ``(N, C, H, W)`` images to ``(N, D)``
+            embeddings (see :func:`lightning_explain.embedding.bind_embedding` to explain a part
+            of a LightningModule).
+        pairs: a :class:`~lightning_explain.data.ProbeSet` or ``(x1, x2)``, ``(B, C, H, W)``
+            each; moved to ``device``.
+        methods: method entries (names, dicts with options, or :class:`MethodSpec`; see
+            :func:`parse_methods`). Default :data:`DEFAULT_METHODS`.
+        metrics: metric keys (see :func:`lightning_explain.metrics.list_metrics`), ``None`` for
+            the default set, or ``[]`` for none (explanations only).
+        similarity: ``"cosine"`` (the paper's), ``"dot"``, ``"neg_l2"`` or a callable.
+        layer: layer of the class-activation methods (``"auto"``, a dotted name, a module).
+        seed: seed of the stochastic methods.
+        batch_size: images per forward pass of chunked methods and metrics (default: chosen from
+            the device).
+        n_steps: insertion/deletion steps (default 224, the paper's value at 224 px).
+        autocast: ``"bf16"``/``"fp16"`` to run the perturbation forwards under autocast (see
+            :func:`lightning_explain.perturbation_autocast`). Default ``None`` (off).
+        device: where to compute. Default: the device of the model's parameters, else the pairs'.
+        knn: a labelled kNN set: the kNN top-1 accuracy of ``knn_model`` on it is computed too.
+        knn_model: the embedding of the kNN probe. Default: ``model``.
+        knn_k: neighbours of the kNN vote. Default: ``knn.k``.
+        knn_temperature: temperature of the kNN vote. Default: ``knn.temperature``.
+        errors: ``"raise"`` (default): the first exception propagates; ``"collect"``: each failing
+            part is recorded in :attr:`ProbeEvaluation.failures` and the rest goes on.
+        owner: the name used in error messages.
+
+    Returns:
+        A :class:`ProbeEvaluation` with CPU tensors.
+
+    Raises:
+        ValueError / TypeError: for bad arguments (checked before any forward pass), and, with
+            ``errors="raise"``, whatever a method or metric raises.
+
+    Cost (forwards per pair): 2 for the intact pairs, plus each method's cost
+    (``method_info(name).cost``), plus the metrics' cost with the intact embeddings reused (the
+    default set: ``4 * n_steps + 2``); with ``knn``, ``len(bank) + len(queries)`` forwards per
+    call.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> x1, x2 = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+        >>> result = evaluate_probe(net, (x1, x2), ["gradcam"], ["insertion_simultaneous"], n_steps=8)
+        >>> sorted(result.scalars())
+        ['explain/gradcam/insertion_simultaneous', 'explain/sim']
+    """
+    if not callable(model):
+        raise TypeError(
+            f"`{owner}`: expected `model` to be an nn.Module or a callable mapping (B, C, H, W) "
+            f"images to (B, D) embeddings, but got {describe(model)}."
+        )
+    x1, x2 = _pairs(pairs, owner)
+    specs = parse_methods(methods, owner=owner)
+    keys = (
+        []
+        if metrics is not None and not isinstance(metrics, str) and len(metrics) == 0
+        else (resolve_metrics(metrics, owner=owner))
+    )
+    for key in keys:
+        metric_info(key)
+    resolve_similarity(similarity)
+    seed = check_int(seed, name="seed", owner=owner)
+    batch_size = check_batch_size(batch_size, owner=owner)
+    n_steps = check_positive_int(n_steps, name="n_steps", owner=owner)
+    dtype = (
+        None if autocast is None else check_autocast_dtype(autocast, name="autocast", owner=owner)
+    )
+    check_literal(errors, Literal["raise", "collect"], name="errors", owner=owner)
+    if knn is not None and not isinstance(knn, KNNSet):
+        raise TypeError(
+            f"`{owner}`: expected `knn` to be a KNNSet or None, but got {describe(knn)}."
+        )
+    if knn_model is not None and not callable(knn_model):
+        raise TypeError(
+            f"`{owner}`: expected `knn_model` to be callable, but got {describe(knn_model)}."
+        )
+    target = _device(device, x1, model, owner)
+    x1, x2 = x1.to(target), x2.to(target)
+
+    collector = _Collector(errors)
+    modules = find_modules(model) + ([] if knn_model is None else find_modules(knn_model))
+    with guest(modules, target), perturbation_autocast(dtype):
+        try:
+            with (
+                pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx,
+                torch.no_grad(),
+            ):
+                z = ctx.embed(torch.cat([ctx.x1, ctx.x2]))
+                z1, z2 = z[: ctx.batch], z[ctx.batch :]
+                sim = ctx.similarity(z1, z2).detach().float()
+        except Exception as err:
+            collector.failed("embedding", "embedding", err)
+            return ProbeEvaluation(None, (), tuple(collector.failures))
+        knn_accuracy: float | None = None
+        if knn is not None:
+            try:
+                knn_accuracy = evaluate_knn(
+                    knn_model if knn_model is not None else model,
+                    knn,
+                    k=knn_k,
+                    temperature=knn_temperature,
+                    device=target,
+                    batch_size=batch_size,
+                )
+            except Exception as err:
+                collector.failed("knn", "knn", err)
+        results: list[MethodEvaluation] = []
+        for spec in specs:
+            options = method_options(
+                spec, similarity=similarity, layer=layer, seed=seed, batch_size=batch_size
+            )
+            try:
+                explanation = explain(model, x1, x2, method=spec.name, **options)
+            except Exception as err:
+                collector.failed("method", spec.label, err)
+                continue
+            scores: dict[str, Tensor] = {}
+            curves: dict[str, Tensor] = {}
+            if keys:
+                try:
+                    raw_scores, raw_curves = evaluate(
+                        model,
+                        x1,
+                        x2,
+                        explanation,
+                        keys,
+                        similarity=similarity,
+                        n_steps=n_steps,
+                        batch_size=batch_size,
+                        method=spec.name,
+                        method_options=options,
+                        intact=(z1, z2),
+                        return_curves=True,
+                    )
+                    scores = {k: v.detach().float().cpu() for k, v in raw_scores.items()}
+                    curves = {k: v.detach().float().cpu() for k, v in raw_curves.items()}
+                except Exception as err:
+                    collector.failed("metrics", spec.label, err)
+            results.append(MethodEvaluation(spec, options, explanation.to("cpu"), scores, curves))
+    return ProbeEvaluation(sim.cpu(), tuple(results), tuple(collector.failures), knn_accuracy)

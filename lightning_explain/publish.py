@@ -1,0 +1,350 @@
+"""From a computed evaluation to what trackers show: pair grids with captions, curve figures,
+per-pair tables, and the correlation table and scatter plot.
+
+The evaluation engine (:func:`lightning_explain.evaluation.evaluate_probe`) computes; this module
+renders and hands the pictures to :mod:`lightning_explain.sinks`. Each method is rendered just
+before it is logged and its figure is released right after, so at most one figure exists at a
+time, and nothing is drawn when there is no sink.
+
+Logged keys (``<prefix>`` is ``explain`` in the callback):
+
+* ``<prefix>/<label>/pairs``: image, rows x1 / heatmap 1 / x2 / heatmap 2 per pair, captioned
+  with each pair's similarity and scores;
+* ``<prefix>/<label>/curves``: figure, the insertion/deletion curves (mean and band);
+* ``<prefix>/<label>/scores``: table, the per-pair scores;
+* ``<prefix>/corr/table`` and ``<prefix>/corr/scatter``: the correlations of the scores with the
+  kNN accuracy (see :mod:`lightning_explain.downstream`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from lightning_explain.data.probe import ProbeSet
+from lightning_explain.downstream import (
+    Correlation,
+    DownstreamPoint,
+    ScoreHistory,
+    correlation_figure,
+)
+from lightning_explain.evaluation import MethodEvaluation, ProbeEvaluation
+from lightning_explain.render import curves_figure, pair_grid
+from lightning_explain.sinks.base import ExplanationSink, release_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "MIN_TILE",
+    "RenderedMethod",
+    "caption",
+    "check_rendering",
+    "publish",
+    "publish_correlations",
+    "render_method",
+]
+
+MIN_TILE = 96
+"""Smallest tile side of the logged pair grids: 32 px probes are enlarged 3x to stay legible."""
+
+_ABBREVIATIONS = (
+    ("average_increase", "AI"),
+    ("average_drop", "AD"),
+    ("max_sensitivity", "MS"),
+    ("insertion", "ins"),
+    ("deletion", "del"),
+    ("simultaneous", "S"),
+    ("conditional", "C"),
+    ("corrected", "corr"),
+)
+
+
+def short_key(key: str) -> str:
+    """A metric key abbreviated for captions, e.g. ``insertion_simultaneous`` -> ``ins_S``."""
+    for long, short in _ABBREVIATIONS:
+        key = key.replace(long, short)
+    return key
+
+
+def caption(
+    method: MethodEvaluation,
+    sim: Tensor | None,
+    indices: Sequence[int],
+    *,
+    epoch: int | None = None,
+    step: int | None = None,
+) -> str:
+    """The caption of a pair grid: the label (epoch, step), then one line per pair with its
+    dataset index, similarity and scores."""
+    head = method.label
+    if epoch is not None:
+        head += f" | epoch {epoch}"
+    if step is not None:
+        head += f" | step {step}"
+    lines = [head + " | rows: x1, heatmap 1, x2, heatmap 2"]
+    for i in range(len(indices)):
+        parts = [f"pair {i} (item {indices[i]})"]
+        if sim is not None:
+            parts.append(f"sim {float(sim[i]):.3f}")
+        parts += [f"{short_key(k)} {float(v[i]):.3f}" for k, v in method.scores.items()]
+        lines.append(", ".join(parts))
+    return "\n".join(lines)
+
+
+@dataclass
+class RenderedMethod:
+    """What one method's explanation looks like in a tracker.
+
+    Attributes:
+        label: the method label.
+        grid: ``(3, H, W)`` uint8 pair grid (see :func:`lightning_explain.render.pair_grid`).
+        caption: the grid's caption.
+        figure: the insertion/deletion curves figure, or ``None`` without curves. Release it
+            with :func:`lightning_explain.sinks.base.release_figure` after use.
+    """
+
+    label: str
+    grid: Tensor
+    caption: str
+    figure: Figure | None
+
+
+def render_method(
+    probe: ProbeSet,
+    method: MethodEvaluation,
+    sim: Tensor | None,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    epoch: int | None = None,
+    step: int | None = None,
+    min_tile: int = MIN_TILE,
+) -> RenderedMethod:
+    """Render one method's explanation of the probe pairs.
+
+    Raises:
+        ValueError: if the method has no explanation, or ``mean``/``std`` do not fit the images.
+    """
+    if method.explanation is None:
+        raise ValueError(f"method {method.label!r} has no explanation to render")
+    e = method.explanation
+    grid = pair_grid(probe.x1, probe.x2, e.h1, e.h2, mean=mean, std=std, min_tile=min_tile)
+    text = caption(method, sim, probe.indices, epoch=epoch, step=step)
+    figure = None
+    if method.curves:
+        title = method.label + (f", epoch {epoch}" if epoch is not None else "")
+        figure = curves_figure(dict(method.curves), title=title)
+    return RenderedMethod(method.label, grid, text, figure)
+
+
+def check_rendering(
+    probe: ProbeSet,
+    evaluation: ProbeEvaluation,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> tuple[str, Exception] | None:
+    """Render every method once (nothing is logged): ``(label, error)`` of the first failure, or
+    ``None``. The training callback's dry run uses it to catch bad ``mean``/``std`` early."""
+    for method in evaluation.methods:
+        try:
+            rendered = render_method(probe, method, evaluation.sim, mean=mean, std=std)
+        except Exception as err:
+            return method.label, err
+        if rendered.figure is not None:
+            release_figure(rendered.figure)
+    return None
+
+
+def publish(
+    sinks: Sequence[ExplanationSink],
+    evaluation: ProbeEvaluation,
+    probe: ProbeSet,
+    *,
+    step: int,
+    epoch: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    prefix: str = "explain",
+    on_error: Any = None,
+) -> int:
+    """Render every method of ``evaluation`` and log grid, curves and table to every sink.
+
+    Args:
+        sinks: where to log (nothing is rendered without sinks).
+        evaluation: the computed evaluation.
+        probe: the pairs it explains (images and dataset indices).
+        step: the step of every ``log_*`` call.
+        epoch: passed to :meth:`ExplanationSink.set_context` and shown in captions.
+        mean: normalisation mean to undo in the rendered images.
+        std: normalisation std to undo.
+        prefix: the first part of every key.
+        on_error: ``f(what, error)`` called for a failing render or sink call (then the next one
+            goes on); ``None``: raise.
+
+    Returns:
+        The number of failures handed to ``on_error``.
+    """
+    if not sinks:
+        return 0
+    failures = 0
+
+    def guarded(what: str, fn: Any, *args: Any) -> Any:
+        nonlocal failures
+        try:
+            return fn(*args)
+        except Exception as err:
+            if on_error is None:
+                raise
+            failures += 1
+            on_error(what, err)
+            return None
+
+    for sink in sinks:
+        guarded(f"{sink!r}.set_context", lambda s=sink: s.set_context(epoch=epoch))
+    for method in evaluation.methods:
+        rendered: RenderedMethod | None = guarded(
+            f"rendering method {method.label!r}",
+            lambda m=method: render_method(
+                probe, m, evaluation.sim, mean=mean, std=std, epoch=epoch, step=step
+            ),
+        )
+        if rendered is None:
+            continue
+        try:
+            key = f"{prefix}/{method.label}"
+            columns, rows = evaluation.table(method.label, probe.indices)
+            for sink in sinks:
+                guarded(
+                    f"{sink!r}: {key}/pairs",
+                    sink.log_image,
+                    f"{key}/pairs",
+                    rendered.grid,
+                    step,
+                    rendered.caption,
+                )
+                if rendered.figure is not None:
+                    guarded(
+                        f"{sink!r}: {key}/curves",
+                        sink.log_figure,
+                        f"{key}/curves",
+                        rendered.figure,
+                        step,
+                    )
+                if method.scores:
+                    guarded(
+                        f"{sink!r}: {key}/scores",
+                        sink.log_table,
+                        f"{key}/scores",
+                        columns,
+                        rows,
+                        step,
+                    )
+        finally:
+            if rendered.figure is not None:
+                release_figure(rendered.figure)
+    for sink in sinks:
+        guarded(f"{sink!r}.flush", sink.flush)
+    return failures
+
+
+def publish_correlations(
+    sinks: Sequence[ExplanationSink],
+    points: Sequence[DownstreamPoint],
+    correlations: Sequence[Correlation],
+    *,
+    step: int,
+    methods: Sequence[str],
+    prefix: str = "explain",
+) -> None:
+    """Log the correlation table and the score-vs-accuracy scatter figure to every sink."""
+    if not sinks or not correlations:
+        return
+    directions = {True: "higher is better", False: "lower is better"}
+    columns = ["method", "metric", "direction", "n", "spearman", "pearson"]
+    rows: list[list[object]] = [
+        [
+            c.method,
+            c.metric,
+            "" if c.higher_is_better is None else directions[c.higher_is_better],
+            c.n,
+            c.spearman,
+            c.pearson,
+        ]
+        for c in correlations
+    ]
+    figure = correlation_figure(
+        points,
+        correlations,
+        methods=list(methods),
+        title=f"explanation scores vs kNN accuracy over {len(points)} evaluations",
+    )
+    try:
+        for sink in sinks:
+            sink.log_table(f"{prefix}/corr/table", columns, rows, step)
+            sink.log_figure(f"{prefix}/corr/scatter", figure, step)
+    finally:
+        release_figure(figure)
+
+
+def publish_evaluation(
+    loggers: Sequence[Any],
+    sinks: Sequence[ExplanationSink],
+    evaluation: ProbeEvaluation,
+    probe: ProbeSet,
+    scalars: Mapping[str, float],
+    *,
+    history: ScoreHistory | None,
+    step: int,
+    epoch: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    prefix: str = "explain",
+    on_error: Any = None,
+) -> None:
+    """Everything one evaluation logs: ``scalars`` to every Lightning logger (``log_metrics``),
+    then :func:`publish` to the sinks, then the correlations of ``history`` if it has any.
+
+    Every logger and sink call is guarded: a failure goes to ``on_error(what, error)`` (``None``:
+    raise) and the next call goes on.
+    """
+
+    def guarded(what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:
+            if on_error is None:
+                raise
+            on_error(what, err)
+
+    for logger in loggers:
+        guarded(
+            f"{type(logger).__name__}.log_metrics", logger.log_metrics, dict(scalars), step=step
+        )
+    publish(
+        sinks,
+        evaluation,
+        probe,
+        step=step,
+        epoch=epoch,
+        mean=mean,
+        std=std,
+        prefix=prefix,
+        on_error=on_error,
+    )
+    if history is not None and history.correlations and sinks:
+        guarded(
+            "the correlation table",
+            publish_correlations,
+            sinks,
+            history.points(),
+            history.correlations,
+            step=step,
+            methods=[m.label for m in evaluation.methods]
+            or sorted({c.method for c in history.correlations}),
+            prefix=prefix,
+        )
