@@ -13,11 +13,18 @@ import inspect
 import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
 
 from torch import Tensor
 
 __all__ = [
+    "Bounds",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "PositiveFloat",
+    "PositiveInt",
+    "UnitFloat",
     "check_batch_size",
     "check_bool",
     "check_int",
@@ -163,6 +170,68 @@ def check_stats(values: object, *, name: str, owner: str) -> tuple[float, ...] |
 
 
 # --------------------------------------------------------------------------------------------------
+# Option types that carry their constraint
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a numeric option, as ``Annotated`` metadata (see :data:`PositiveInt`): checked
+    from the type by :func:`check_signature_options`, e.g. when a method entry is parsed."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+
+
+PositiveInt = Annotated[int, Bounds(1)]
+"""An int ``>= 1`` (counts)."""
+NonNegativeInt = Annotated[int, Bounds(0)]
+"""An int ``>= 0`` (seeds of generators that need it)."""
+PositiveFloat = Annotated[float, Bounds(0.0, exclusive_minimum=True)]
+"""A finite number ``> 0``."""
+NonNegativeFloat = Annotated[float, Bounds(0.0)]
+"""A finite number ``>= 0``."""
+UnitFloat = Annotated[float, Bounds(0.0, 1.0)]
+"""A finite number in ``[0, 1]``."""
+
+
+def _check_typed(value: object, tp: object, *, name: str, owner: str) -> None:
+    """Check ``value`` against a plain ``bool``/``int``/``float`` type, an ``Annotated`` one with
+    :class:`Bounds`, or ``Optional`` of those; other types are not checked here."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is Union and type(None) in args:
+        if value is None:
+            return
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            return
+        tp = rest[0]
+    bounds = None
+    if typing.get_origin(tp) is Annotated:
+        base, *meta = typing.get_args(tp)
+        bounds = next((m for m in meta if isinstance(m, Bounds)), None)
+        tp = base
+    if tp is bool:
+        check_bool(value, name=name, owner=owner)
+    elif tp is int:
+        minimum = None if bounds is None or bounds.minimum is None else int(bounds.minimum)
+        check_int(value, name=name, owner=owner, minimum=minimum)
+        if bounds is not None and bounds.maximum is not None and value > bounds.maximum:  # type: ignore[operator]
+            raise ValueError(
+                f"`{owner}`: expected `{name}` <= {bounds.maximum:g}, but got {value}."
+            )
+    elif tp is float:
+        check_real(
+            value,
+            name=name,
+            owner=owner,
+            minimum=None if bounds is None else bounds.minimum,
+            maximum=None if bounds is None else bounds.maximum,
+            exclusive_minimum=False if bounds is None else bounds.exclusive_minimum,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
 # Literal options, checked from their type
 
 
@@ -226,7 +295,7 @@ def keyword_options(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
 
 def _hints(fn: Callable[..., Any]) -> Mapping[str, object]:
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, include_extras=True)
     except Exception:  # unresolvable forward references: no type-based checks
         return {}
 
@@ -238,7 +307,9 @@ def check_signature_options(
 
     Unknown names raise a ``TypeError`` listing the valid options (``what`` names the owner of
     the options, e.g. ``"method 'rise'"``); a value of an option typed purely as ``Literal``
-    (or ``Optional[Literal]``) outside its choices raises a ``ValueError`` listing them.
+    (or ``Optional[Literal]``) outside its choices raises a ``ValueError`` listing them; options
+    typed ``bool``, ``int`` or ``float`` (plain, ``Optional``, or ``Annotated`` with
+    :class:`Bounds` such as :data:`PositiveInt`) are checked for their type and range.
     """
     valid = keyword_options(fn)
     unknown = sorted(set(options) - set(valid))
@@ -250,8 +321,12 @@ def check_signature_options(
     hints = _hints(fn)
     for key, value in options.items():
         tp = hints.get(key)
-        if tp is not None and _literal_only(tp):
+        if tp is None:
+            continue
+        if _literal_only(tp):
             check_literal(value, tp, name=key, owner=owner)
+        else:
+            _check_typed(value, tp, name=key, owner=owner)
 
 
 def check_schedule(

@@ -393,6 +393,55 @@ def check_embedding(z: object, x: Tensor, *, owner: str) -> Tensor:
     return z
 
 
+_MISMATCH_MARKERS = (
+    "should be the same",
+    "same dtype",
+    "expected scalar type",
+    "same device",
+    "Expected all tensors",
+)
+
+
+def _parameter(modules: Sequence[nn.Module]) -> Tensor | None:
+    for m in modules:
+        for p in m.parameters():
+            if p.is_floating_point():
+                return p
+    return None
+
+
+def _explained_errors(
+    model: Callable[[Tensor], Tensor], modules: Sequence[nn.Module], owner: str
+) -> Callable[[Tensor], Tensor]:
+    """``model`` whose dtype and device mismatches with the images raise an error that names both
+    and the fix, instead of torch's raw message."""
+
+    def forward(x: Tensor) -> Tensor:
+        try:
+            return model(x)
+        except RuntimeError as err:
+            p = _parameter(modules)
+            if p is None or not any(m in str(err) for m in _MISMATCH_MARKERS):
+                raise
+            if p.device != x.device:
+                raise ValueError(
+                    f"`{owner}`: the model's parameters are on {p.device} but the images are on "
+                    f"{x.device}. Move the images with `x.to({str(p.device)!r})` (or the model "
+                    f"with `model.to({str(x.device)!r})`)."
+                ) from err
+            if p.dtype != x.dtype:
+                raise TypeError(
+                    f"`{owner}`: the model's parameters are {p.dtype} but the images are "
+                    f"{x.dtype}. Pass images of the model's dtype (`x.to({p.dtype})`), explain a "
+                    f"float32 copy of the model (`copy.deepcopy(model).float()`), or run under "
+                    f"`torch.autocast`."
+                ) from err
+            raise
+
+    # The guest guard and the layer lookup find the modules through the closure.
+    return forward
+
+
 @contextmanager
 def pair_context(
     model: Model,
@@ -419,7 +468,7 @@ def pair_context(
     with guest(modules, a.device):
         # Clones made outside inference mode are ordinary tensors that autograd accepts.
         yield PairContext(
-            model=model,
+            model=_explained_errors(model, modules, owner),
             modules=modules,
             x1=a.detach().clone(),
             x2=b.detach().clone(),

@@ -10,6 +10,7 @@ The core dependency is ``pytorch-lightning``; ``lightning`` may be absent.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ __all__ = [
     "has_lightning",
     "import_namespace",
     "resolve_dotted",
+    "saved_state",
     "trainer_device",
     "trainer_precision",
     "trainer_skips",
@@ -169,3 +171,30 @@ def trainer_stage(trainer: Any) -> str:
 def trainer_skips(trainer: Any) -> bool:
     """Whether callbacks should skip work now: the sanity check or ``fast_dev_run``."""
     return bool(trainer.sanity_checking) or bool(trainer.fast_dev_run)
+
+
+def saved_state(
+    checkpoint: Mapping[str, Any],
+    callback: Any,
+    trainer: Any,
+    state_format: str,
+    *,
+    config_hash: object,
+) -> tuple[str, Mapping[str, Any]] | None:
+    """The state of ``callback`` saved under another key: the one state of format
+    ``state_format`` that no callback of the trainer claims (among several, the one with the same
+    ``config_hash``); ``None`` when the checkpoint has the callback's own key, or no unambiguous
+    candidate. Lets a callback whose ``state_key`` holds its settings keep its state when those
+    settings change."""
+    states = checkpoint.get("callbacks") or {}
+    if not isinstance(states, Mapping) or callback.state_key in states:
+        return None
+    taken = {getattr(cb, "state_key", None) for cb in getattr(trainer, "callbacks", [])}
+    found = [
+        (str(key), state)
+        for key, state in states.items()
+        if isinstance(state, Mapping) and state.get("format") == state_format and key not in taken
+    ]
+    if len(found) > 1:
+        found = [(k, v) for k, v in found if v.get("config_hash") == config_hash]
+    return found[0] if len(found) == 1 else None

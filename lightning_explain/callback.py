@@ -16,15 +16,16 @@ without the ``lightning`` package) and ``lightning_explain.pl.PairExplanationCal
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 import torch
-from lightning_utilities.core.rank_zero import rank_zero_warn
-from torch import Tensor, nn
+from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
+from torch import nn
 from typing_extensions import override
 
 from lightning_explain._checks import (
@@ -40,6 +41,7 @@ from lightning_explain._lightning import (
     callback_base,
     check_strategy,
     default_namespace,
+    saved_state,
     trainer_device,
     trainer_precision,
     trainer_skips,
@@ -52,20 +54,18 @@ from lightning_explain.diagnostics import dry_run_error
 from lightning_explain.downstream import DownstreamPoint, ScoreHistory
 from lightning_explain.embedding import (
     EmbeddingSpec,
-    bind_embedding,
     check_embedding_spec,
-    resolve_embedding,
 )
 from lightning_explain.evaluation import (
     DEFAULT_METHODS,
-    EvaluationFailure,
     MethodEntry,
     ProbeEvaluation,
-    evaluate_probe,
+    evaluate_module,
     parse_methods,
 )
+from lightning_explain.metrics import DEFAULT_METRICS
 from lightning_explain.metrics._registry import resolve_metrics
-from lightning_explain.publish import check_rendering, publish_evaluation
+from lightning_explain.publish import build_sinks, check_rendering, publish_evaluation
 from lightning_explain.similarity import SimilarityFn, SimilarityName, resolve_similarity
 
 if TYPE_CHECKING:
@@ -117,26 +117,23 @@ class PairExplanationLogic(_Base):
             ProbeSettings() if probe is None else probe, owner=_OWNER
         )
         self.knn_settings = KNNSettings.coerce(knn, owner=_OWNER)
-        self.embedding = embedding
         check_embedding_spec(embedding, owner=_OWNER)
-        knn_spec = None if self.knn_settings is None else self.knn_settings.embedding
-        self.layer = check_layer(layer, owner=_OWNER)
         resolve_similarity(similarity)
-        self.similarity = similarity
+        self.embedding, self.similarity = embedding, similarity
+        self.layer = check_layer(layer, owner=_OWNER)
         self.seed = check_int(seed, name="seed", owner=_OWNER)
         self.every_n_epochs, self.every_n_train_steps, self.hook = check_schedule(
             every_n_epochs, every_n_train_steps, hook, owner=_OWNER
         )
         self.n_steps = check_positive_int(n_steps, name="n_steps", owner=_OWNER)
         self.batch_size = check_batch_size(batch_size, owner=_OWNER)
+        check_autocast_dtype(autocast, name="autocast", owner=_OWNER, optional=True)
         self.autocast = autocast
-        self._autocast = check_autocast_dtype(
-            autocast, name="autocast", owner=_OWNER, optional=True
-        )
         self.log_images = check_bool(log_images, name="log_images", owner=_OWNER)
         self.on_error: OnError = check_literal(on_error, OnError, name="on_error", owner=_OWNER)
 
-        knn_text = self.embedding if knn_spec is None else knn_spec
+        knn_spec = None if self.knn_settings is None else self.knn_settings.embedding
+        knn_text = embedding if knn_spec is None else knn_spec
         self._source = ProbeSource(
             self.probe_settings,
             self.knn_settings,
@@ -242,6 +239,7 @@ class PairExplanationLogic(_Base):
             # Lets `lightning-explain compare` rebuild the module without `--model-class`.
             "model_class": self._model_class,
             "history": self._history.state(),
+            "probe_identity": self._source.identity(),
         }
 
     @override
@@ -260,7 +258,26 @@ class PairExplanationLogic(_Base):
         same_knn = state_dict.get("knn_hash") == self._source.knn_hash
         keep = same_probe and same_knn and self.knn_settings is not None
         self._history = ScoreHistory((state_dict.get("history") or []) if keep else [])
-        self._source.restore(state_dict.get("probe"), state_dict.get("config_hash"))
+        self._source.restore(
+            state_dict.get("probe"),
+            state_dict.get("config_hash"),
+            identity=state_dict.get("probe_identity"),
+        )
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Adopt this callback's state when it was saved under another key: the key holds the
+        method labels and the hook, and changing those must not lose the probe set and history."""
+        found = saved_state(checkpoint, self, trainer, _FORMAT, config_hash=self._source.probe_hash)
+        if found is not None:
+            key, state = found
+            rank_zero_info(
+                f"`{_OWNER}`: restoring the state saved under {key!r} (the methods or the hook "
+                f"changed since), so the probe set, the counters and the history carry on."
+            )
+            self.load_state_dict(copy.deepcopy(dict(state)))
 
     # ----------------------------------------------------------------------------------------------
     # Hooks
@@ -281,9 +298,10 @@ class PairExplanationLogic(_Base):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Retry drawing the probe set once the trainer has loaded the dataloaders."""
+        """Retry drawing the probe set once the trainer has loaded the dataloaders; while the
+        validation set is not loaded yet (no sanity check), dry-run on a training pair."""
         if not self._checked:
-            self._prepare(trainer, pl_module, final=False)
+            self._prepare(trainer, pl_module, final=False, provisional=True)
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -341,51 +359,41 @@ class PairExplanationLogic(_Base):
     ) -> ProbeEvaluation:
         """Explain and score ``probe``; failures (also of resolving the embeddings) are
         collected, never raised."""
-        try:
-            fn = resolve_embedding(self.embedding, module, owner=_OWNER)
-        except Exception as err:
-            return ProbeEvaluation(
-                None, failures=(EvaluationFailure("embedding", "embedding", err),)
-            )
-        settings = self.knn_settings
-        knn = probe.knn if settings is not None else None
-        knn_model: Callable[[Tensor], Tensor] | None = None
-        failures: tuple[EvaluationFailure, ...] = ()
-        if settings is not None and knn is not None and settings.embedding is not None:
-            try:
-                knn_fn = resolve_embedding(
-                    settings.embedding, module, argument="knn.embedding", owner=_OWNER
-                )
-                knn_model = bind_embedding(knn_fn, module, precision)
-            except Exception as err:
-                knn, failures = None, (EvaluationFailure("knn", "knn", err),)
-        evaluation = evaluate_probe(
-            bind_embedding(fn, module, precision),
+        knn = self.knn_settings
+        return evaluate_module(
+            module,
             probe,
             self._specs,
             self.metrics,
+            embedding=self.embedding,
+            knn_embedding=None if knn is None else knn.embedding,
+            precision=precision,
+            knn=None if knn is None else probe.knn,
+            knn_k=None if knn is None else knn.k,
+            knn_temperature=None if knn is None else knn.temperature,
             similarity=self.similarity,
             layer=self.layer,
             seed=self.seed,
             batch_size=self.batch_size,
             n_steps=self.n_steps,
-            autocast=self._autocast,
+            autocast=self.autocast,
             device=device,
-            knn=knn,
-            knn_model=knn_model,
-            knn_k=None if settings is None else settings.k,
-            knn_temperature=None if settings is None else settings.temperature,
             errors="collect",
             owner=_OWNER,
         )
-        if failures:
-            evaluation = dataclasses.replace(evaluation, failures=failures + evaluation.failures)
-        return evaluation
 
-    def _prepare(self, trainer: Any, pl_module: Any, *, final: bool) -> None:
+    def _prepare(
+        self, trainer: Any, pl_module: Any, *, final: bool, provisional: bool = False
+    ) -> None:
         probe = self._ensure_probe(trainer, pl_module, final=final)
         if probe is not None and not self._checked:
             self._dry_run(trainer, pl_module, probe)
+        elif probe is None and provisional:
+            # Everything but the draw from the validation set is checked now, on a training pair;
+            # the probe set itself (and its own dry run) comes with the first evaluation.
+            stand_in = self._source.stand_in(trainer, pl_module)
+            if stand_in is not None:
+                self._dry_run(trainer, pl_module, stand_in, checked=False)
 
     def _ensure_probe(self, trainer: Any, pl_module: Any, *, final: bool) -> ProbeSet | None:
         probe = self._source.ensure(trainer, pl_module, final=final)
@@ -394,7 +402,9 @@ class PairExplanationLogic(_Base):
             self._history.clear()
         return probe
 
-    def _dry_run(self, trainer: Any, pl_module: Any, probe: ProbeSet) -> None:
+    def _dry_run(
+        self, trainer: Any, pl_module: Any, probe: ProbeSet, *, checked: bool = True
+    ) -> None:
         """Fail fast: run the whole evaluation (and the rendering) on one probe pair."""
         one = probe.subset(1)
         if one.knn is not None:  # a few kNN images check the kNN embedding, not the whole set
@@ -426,52 +436,53 @@ class PairExplanationLogic(_Base):
                 what = f"rendering method {label!r} failed: {type(err).__name__}: {err}"
                 raise dry_run_error("render", what, err, **context) from err
             self._build_sinks(trainer)
-        self._checked = True
+        self._checked = checked
 
     def _build_sinks(self, trainer: Any) -> list[Any]:
         if self._sinks is None:
-            if not self.log_images:
-                self._sinks = []
-            else:
-                from lightning_explain.sinks import sinks_for
-
-                self._sinks = sinks_for(trainer.loggers, fallback_dir=trainer.default_root_dir)
+            knn = self.knn_settings
+            self._sinks = (
+                build_sinks(
+                    trainer.loggers,
+                    trainer.default_root_dir,
+                    self.methods,
+                    self.metrics or list(DEFAULT_METRICS),
+                    knn=knn is not None,
+                    correlations=knn is not None and knn.correlations,
+                    warn=lambda text: rank_zero_warn(f"`{_OWNER}`: {text}"),
+                )
+                if self.log_images
+                else []
+            )
         return self._sinks
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
-        """One scheduled evaluation. Rank policy: global rank 0 computes and logs; every rank
-        receives the scalars through one broadcast, outside the guarded computation."""
+        """One scheduled evaluation. Rank policy: global rank 0 computes, renders and logs, every
+        failure collected; then one broadcast gives every rank the scalars and the failures, so
+        all ranks agree on the outcome (a failure anywhere is counted, or raised, everywhere)."""
         probe = self._ensure_probe(trainer, pl_module, final=True)
         if probe is None:  # pragma: no cover - final=True always draws or raises
             return
         if not self._checked:
             self._dry_run(trainer, pl_module, probe)
-        step = int(trainer.global_step)
-        epoch = int(trainer.current_epoch)
-        evaluation: ProbeEvaluation | None = None
+        step, epoch = int(trainer.global_step), int(trainer.current_epoch)
         payload: dict[str, Any] = {"scalars": {}, "errors": []}
+        cause: BaseException | None = None
         if trainer.is_global_zero:
-            evaluation = self._evaluate(
-                pl_module,
-                probe,
-                device=trainer_device(trainer, pl_module),
-                precision=trainer_precision(trainer),
-            )
-            payload = {
-                "scalars": evaluation.scalars(_PREFIX),
-                "errors": [f.message() for f in evaluation.failures],
-            }
-        # The only collective of an evaluation; every rank reaches it (nothing above can raise
-        # past the guard on rank 0, and other ranks skip the computation).
+            try:
+                payload, cause = self._compute_and_log(trainer, pl_module, probe, step, epoch)
+            except Exception as err:  # a bug must not leave the other ranks waiting
+                payload = {"scalars": {}, "errors": [f"{type(err).__name__}: {err}"]}
+                cause = err
+        # The only collective of an evaluation, reached by every rank.
         payload = trainer.strategy.broadcast(payload, src=0)
         errors: list[str] = list(payload["errors"])
+        scalars: dict[str, float] = dict(payload["scalars"])
+        if not trainer.is_global_zero:  # rank 0 recorded its history before logging
+            self._history.record(scalars, step=step, epoch=epoch, labels=self.methods)
         self._errors += len(errors)
         self._evaluations += 1
         self._last_step = step
-        scalars: dict[str, float] = dict(payload["scalars"])
-        scalars[f"{_PREFIX}/errors"] = float(self._errors)
-        # Every rank updates the history from the broadcast scalars (same state everywhere).
-        scalars.update(self._history.record(scalars, step=step, epoch=epoch, labels=self.methods))
         for key, value in scalars.items():
             trainer.callback_metrics[key] = torch.tensor(value)
         for message in errors:
@@ -482,37 +493,37 @@ class PairExplanationLogic(_Base):
                 else f"`{_OWNER}`: at epoch {epoch}, step {step}, {message}."
             )
         if errors and self.on_error == "raise":
-            err = RuntimeError(
+            raise RuntimeError(
                 f"`{_OWNER}` (on_error='raise'): {len(errors)} failure(s) at epoch {epoch}, "
                 f"step {step}: " + "; ".join(errors)
-            )
-            if evaluation is not None and evaluation.failures:
-                raise err from evaluation.failures[0].error
-            raise err
-        if trainer.is_global_zero and evaluation is not None:
-            self._log(trainer, evaluation, scalars, probe, step=step, epoch=epoch)
+            ) from cause
 
-    def _log(
-        self,
-        trainer: Any,
-        evaluation: ProbeEvaluation,
-        scalars: dict[str, float],
-        probe: ProbeSet,
-        *,
-        step: int,
-        epoch: int,
-    ) -> None:
-        """Rank 0: scalars to every logger, images/figures/tables to the sinks; every failing call
-        is warned about and counted (or raised with ``on_error="raise"``)."""
+    def _compute_and_log(
+        self, trainer: Any, pl_module: Any, probe: ProbeSet, step: int, epoch: int
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Rank 0: evaluate, then (unless it failed and ``on_error="raise"``) log the scalars to
+        every logger and the pictures to the sinks. Nothing raises: failures become messages."""
+        evaluation = self._evaluate(
+            pl_module,
+            probe,
+            device=trainer_device(trainer, pl_module),
+            precision=trainer_precision(trainer),
+        )
+        errors = [f.message() for f in evaluation.failures]
+        cause = evaluation.failures[0].error if evaluation.failures else None
+        scalars = evaluation.scalars(_PREFIX)
+        scalars[f"{_PREFIX}/errors"] = float(self._errors + len(errors))
+        corr = self._history.record(scalars, step=step, epoch=epoch, labels=self.methods)
+        correlate = self.knn_settings is not None and self.knn_settings.correlations
+        if correlate:
+            scalars.update(corr)
+        if errors and self.on_error == "raise":
+            return {"scalars": scalars, "errors": errors}, cause
 
         def failed(what: str, err: BaseException) -> None:
-            if self.on_error == "raise":
-                raise err
-            self._errors += 1
-            rank_zero_warn(
-                f"`{_OWNER}`: logging the explanations at step {step} failed ({what}): "
-                f"{type(err).__name__}: {err}. The run goes on; counted in `explain/errors`."
-            )
+            nonlocal cause
+            errors.append(f"logging the explanations failed ({what}): {type(err).__name__}: {err}")
+            cause = cause or err
 
         try:
             sinks = self._build_sinks(trainer) if self.log_images else []
@@ -526,7 +537,8 @@ class PairExplanationLogic(_Base):
             evaluation,
             probe,
             scalars,
-            history=self._history,
+            history=self._history if correlate else None,
+            labels=self.methods,
             step=step,
             epoch=epoch,
             mean=mean,
@@ -534,6 +546,7 @@ class PairExplanationLogic(_Base):
             prefix=_PREFIX,
             on_error=failed,
         )
+        return {"scalars": scalars, "errors": errors}, cause
 
 
 # --------------------------------------------------------------------------------------------------
@@ -585,9 +598,9 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
     ``explain/<label>/curves``           figure insertion/deletion curves (mean and band)
     ``explain/<label>/scores``           table  per-pair scores
     ``explain/knn_accuracy``             scalar with ``knn``: top-1 accuracy of the kNN probe
-    ``explain/corr/<label>/<metric>/..`` scalar with ``knn``: ``spearman``/``pearson`` vs accuracy
-    ``explain/corr/table``               table  the correlations of every method x metric
-    ``explain/corr/scatter``             figure kNN accuracy against each score, per method
+    ``explain_corr/<label>/<metric>/..`` scalar ``knn.correlations``: ``spearman``, ``pearson``
+    ``explain_corr/table``               table  the correlations of every method x metric
+    ``explain_corr/scatter``             figure kNN accuracy against each score, per method
     ==================================== ====== ===================================================
 
     Scalars also go to ``trainer.callback_metrics``; correlations start at the third evaluation

@@ -65,13 +65,10 @@ class CheckpointError(ValueError):
 
 def _unsafe_globals(path: Path, err: BaseException) -> list[str]:
     """Names of the non-allowlisted globals a ``weights_only`` load refused (empty: not that error)."""
-    text = str(err)
-    found = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if not found:
-        return []
+    found = re.findall(r"GLOBAL ([\w.]+)", str(err), flags=re.IGNORECASE)
     try:
         listed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # the helper only reads zip checkpoints; fall back to the error's one name
+    except Exception:  # the helper only reads zip checkpoints; fall back to the error's names
         listed = []
     return sorted(set(found) | set(listed))
 
@@ -87,9 +84,11 @@ def _torch_load(path: Path, *, trust: bool, what: str, flag: str) -> Any:
     except pickle.UnpicklingError as err:
         names = _unsafe_globals(path, err)
         if not names:
+            # torch's own message advises weights_only=False: not quoted here.
             raise CheckpointError(
-                f"The {what} {str(path)!r} cannot be read: it is corrupt, truncated or not a "
-                f"PyTorch file ({_first_line(err)}). Re-save or re-download it."
+                f"The {what} {str(path)!r} cannot be read safely: a weights-only load refused its "
+                f"contents (it is corrupt, truncated, or holds pickled Python objects). Re-save "
+                f"or re-download it; load it with --trust-checkpoint only if you trust its origin."
             ) from err
         if not trust:
             raise CheckpointError(
@@ -407,6 +406,7 @@ def build_module(
     ckpt: Mapping[str, Any],
     *,
     model_class: str | None = None,
+    model_factory: str | None = None,
     trust: bool = False,
 ) -> nn.Module:
     """Instantiate the checkpoint's module and load its weights, on the CPU, in eval mode.
@@ -420,8 +420,15 @@ def build_module(
         path: the checkpoint file (read again by ``load_from_checkpoint``).
         ckpt: the checkpoint dict from :func:`load_checkpoint`.
         model_class: ``"pkg.module:Class"``; default: the class path recorded in the checkpoint
-            (see :func:`recorded_class_path`).
-        trust: allow ``weights_only=False``. Default ``False``.
+            (see :func:`recorded_class_path`), used only with ``trust=True``: importing a module
+            runs its code, and a recorded path is text from the file (``"evilmod:Model"`` with
+            an ``evilmod.py`` planted in the working directory would run).
+        model_factory: ``"pkg.module:function"`` returning the module instead of a class, for
+            models defined in a script (lightly's examples define theirs in ``__main__``): called
+            with the checkpoint's hyper-parameters it accepts, then given the checkpoint's
+            ``state_dict`` (strict). Excludes ``model_class``.
+        trust: the file is trusted: its recorded class path may be imported and
+            ``weights_only=False`` is allowed. Default ``False``.
 
     Returns:
         The module in eval mode.
@@ -431,12 +438,36 @@ def build_module(
             class does not accept, or weights that do not fit the class.
     """
     p = Path(path)
-    class_path = model_class or recorded_class_path(ckpt)
+    if model_factory is not None:
+        if model_class is not None:
+            raise CheckpointError(
+                "Pass either --model-class or --model-factory, not both: a factory builds the "
+                "module itself."
+            )
+        return _from_factory(p, ckpt, model_factory)
+    recorded = recorded_class_path(ckpt)
+    class_path = model_class or recorded
     if class_path is None:
         raise CheckpointError(
             f"The checkpoint {str(p)!r} does not record which LightningModule class it belongs to. "
             f"Pass --model-class package.module:ClassName (the class you trained, importable from "
             f"the current directory or an installed package)."
+        )
+    if model_class is None and recorded is not None and recorded.startswith("__main__:"):
+        raise CheckpointError(
+            f"The checkpoint {str(p)!r} records the class {recorded!r}: a class defined in the "
+            f"script that trained it (as in lightly's examples), which cannot be imported. Pass "
+            f"--model-factory package.module:function with a function that builds the model "
+            f"(the script's model code, importable), or --model-class package.module:ClassName "
+            f"for a copy of the class in an importable module."
+        )
+    if model_class is None and not trust:
+        module_name = recorded.partition(":")[0] if recorded else ""
+        raise CheckpointError(
+            f"The checkpoint {str(p)!r} records the model class {recorded!r}. Importing it would "
+            f"run the code of module {module_name!r}, and a class path recorded in a file is used "
+            f"only for files you trust. Pass --model-class {recorded} (after checking that it is "
+            f"the class you trained), or --trust-checkpoint if you trust the file's origin."
         )
     cls = resolve_class(class_path)
     name = f"{cls.__module__}.{cls.__qualname__}"
@@ -468,8 +499,52 @@ def build_module(
         ) from err
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"The checkpoint {str(p)!r} needs --trust-checkpoint to be loaded as {name} "
-            f"({_first_line(err)})."
+            f"The checkpoint {str(p)!r} holds Python objects a safe load refuses "
+            f"({', '.join(_unsafe_globals(p, err)) or 'unknown globals'}); loading it as {name} "
+            f"needs --trust-checkpoint, which can run code stored in the file."
+        ) from err
+    module.eval()
+    return module
+
+
+def _from_factory(path: Path, ckpt: Mapping[str, Any], factory: str) -> nn.Module:
+    """Build the module with ``factory`` and load the checkpoint's weights into it."""
+    from lightning_explain._lightning import resolve_dotted
+
+    try:
+        fn = resolve_dotted(factory, argument="--model-factory", owner="build_module")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    if not callable(fn):
+        raise CheckpointError(
+            f"--model-factory {factory!r} names a {type(fn).__name__}, not a function."
+        )
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    try:
+        params = inspect.signature(fn).parameters
+        if not any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
+            hparams = {k: v for k, v in hparams.items() if k in params}
+    except (TypeError, ValueError):  # builtins without a signature: call without arguments
+        hparams = {}
+    try:
+        module = fn(**hparams)
+    except Exception as err:
+        raise CheckpointError(
+            f"--model-factory {factory!r} raised {_first_line(err)} when called with "
+            f"{sorted(hparams) or 'no arguments'}."
+        ) from err
+    if not isinstance(module, nn.Module):
+        raise CheckpointError(
+            f"--model-factory {factory!r} returned {type(module).__name__}; expected an nn.Module "
+            f"(the LightningModule that was trained)."
+        )
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:400]
+        raise CheckpointError(
+            f"The weights in {str(path)!r} do not fit the module built by --model-factory "
+            f"{factory!r} ({type(module).__name__}): {detail}."
         ) from err
     module.eval()
     return module

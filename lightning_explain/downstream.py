@@ -423,7 +423,7 @@ class ScoreHistory:
     ) -> dict[str, float]:
         """Record one evaluation's ``<prefix>/<label>/<metric>`` scalars and its
         ``<prefix>/knn_accuracy``; return the correlation scalars
-        ``<prefix>/corr/<label>/<metric>/{spearman,pearson}`` once :attr:`MIN_POINTS` entries
+        ``<prefix>_corr/<label>/<metric>/{spearman,pearson}`` once :attr:`MIN_POINTS` entries
         exist (nothing without a kNN accuracy)."""
         self.correlations = []
         accuracy = scalars.get(f"{prefix}/knn_accuracy")
@@ -442,8 +442,8 @@ class ScoreHistory:
         self.correlations = correlation_table(self.points(), methods=list(labels))
         out: dict[str, float] = {}
         for c in self.correlations:
-            out[f"{prefix}/corr/{c.method}/{c.metric}/spearman"] = c.spearman
-            out[f"{prefix}/corr/{c.method}/{c.metric}/pearson"] = c.pearson
+            out[f"{prefix}_corr/{c.method}/{c.metric}/spearman"] = c.spearman
+            out[f"{prefix}_corr/{c.method}/{c.metric}/pearson"] = c.pearson
         return out
 
     def points(self) -> list[DownstreamPoint]:

@@ -19,6 +19,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,7 @@ from lightning_explain._perf import check_autocast_dtype, perturbation_autocast
 from lightning_explain.data.knn import KNNSet
 from lightning_explain.data.probe import ProbeSet
 from lightning_explain.downstream import evaluate_knn
+from lightning_explain.embedding import bind_embedding, resolve_embedding
 from lightning_explain.explain import explain
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods import get_method, method_info
@@ -52,11 +54,13 @@ from lightning_explain.similarity import SimilarityFn, resolve_similarity
 
 __all__ = [
     "DEFAULT_METHODS",
+    "RESERVED_LABELS",
     "EvaluationFailure",
     "MethodEntry",
     "MethodEvaluation",
     "MethodSpec",
     "ProbeEvaluation",
+    "evaluate_module",
     "evaluate_probe",
     "method_options",
     "parse_methods",
@@ -72,7 +76,12 @@ optional ``"label"`` (the name in logged keys)."""
 
 Stage = Literal["embedding", "knn", "method", "metrics"]
 
-_LABEL_OK = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+_LABEL_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
+"""Label characters that no supported tracker rewrites (MLflow drops ``=`` and ``+``, TensorBoard
+turns them into ``_``), so distinct labels stay distinct keys everywhere."""
+
+RESERVED_LABELS: frozenset[str] = frozenset({"sim", "errors", "knn_accuracy", "corr"})
+"""Labels that would clash with the callback's own keys (``explain/sim``, ``explain/errors``, ...)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,7 +108,7 @@ class MethodSpec:
 
 def _option_text(value: object) -> str:
     text = value.__name__ if callable(value) and hasattr(value, "__name__") else str(value)
-    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_") or "x"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
 def _entry(entry: object, i: int, owner: str) -> tuple[str, dict[str, Any], str | None]:
@@ -129,8 +138,8 @@ def _entry(entry: object, i: int, owner: str) -> tuple[str, dict[str, Any], str 
     if label is not None and (not isinstance(label, str) or not _LABEL_OK.match(label)):
         raise ValueError(
             f"`{owner}`: expected the 'label' of entry {i} of `methods` to be a non-empty string "
-            f"of letters, digits and '_.=+-' (it becomes part of the logged keys), but got "
-            f"{label!r}."
+            f"of letters, digits and '_.-' (it becomes part of the logged keys, and trackers "
+            f"rewrite other characters: MLflow drops '=' and '+'), but got {label!r}."
         )
     return name, options, label
 
@@ -190,12 +199,21 @@ def parse_methods(methods: object, *, owner: str = "parse_methods") -> list[Meth
                 label = "-".join([name, *(_option_text(v) for v in options.values())])
         specs.append(MethodSpec(name=name, label=label, options=options))
     labels = [s.label for s in specs]
-    duplicates = sorted({lab for lab in labels if labels.count(lab) > 1})
+    folded = [lab.lower() for lab in labels]
+    duplicates = sorted({lab for lab in labels if folded.count(lab.lower()) > 1})
     if duplicates:
         raise ValueError(
-            f"`{owner}`: entries of `methods` would be reported under the same name {duplicates}. "
+            f"`{owner}`: entries of `methods` would be reported under the same name {duplicates} "
+            f"(labels that differ only in case collide in file names on case-insensitive disks). "
             f"Remove the repeated entry, give the entries different options, or set a distinct "
             f"'label' in each dict entry."
+        )
+    reserved = sorted(set(labels) & RESERVED_LABELS)
+    if reserved:
+        raise ValueError(
+            f"`{owner}`: the label(s) {reserved} are reserved for the callback's own keys "
+            f"({', '.join(f'explain/{r}' for r in sorted(RESERVED_LABELS))}); set another "
+            f"'label' in the entry."
         )
     return specs
 
@@ -569,3 +587,85 @@ def evaluate_probe(
                     collector.failed("metrics", spec.label, err)
             results.append(MethodEvaluation(spec, options, explanation.to("cpu"), scores, curves))
     return ProbeEvaluation(sim.cpu(), tuple(results), tuple(collector.failures), knn_accuracy)
+
+
+def evaluate_module(
+    module: Any,
+    pairs: Union[ProbeSet, tuple[Tensor, Tensor]],
+    methods: Sequence[Union[MethodEntry, MethodSpec]] = DEFAULT_METHODS,
+    metrics: Union[str, Sequence[str], None] = None,
+    *,
+    embedding: object = "forward",
+    knn_embedding: object = None,
+    precision: Any = None,
+    knn: KNNSet | None = None,
+    errors: Literal["raise", "collect"] = "raise",
+    owner: str = "evaluate_module",
+    **options: Any,
+) -> ProbeEvaluation:
+    """:func:`evaluate_probe` for a part of a (Lightning) module named by embedding specs.
+
+    ``embedding`` and ``knn_embedding`` take the forms of :mod:`lightning_explain.embedding`
+    (``"forward"``, an attribute path such as ``"backbone"``, ``"pkg.mod:fn"``, a callable
+    ``fn(module, x)``) and are resolved against ``module``; with ``errors="collect"`` a spec that
+    does not resolve becomes an ``"embedding"`` (or ``"knn"``) failure instead of an exception.
+
+    Args:
+        module: the module (e.g. a LightningModule).
+        pairs: as :func:`evaluate_probe`.
+        methods: as :func:`evaluate_probe`.
+        metrics: as :func:`evaluate_probe`.
+        embedding: what is explained. Default ``"forward"``.
+        knn_embedding: what the kNN probe embeds. Default ``None``: ``embedding``.
+        precision: a Lightning precision plugin to run the forwards under (see
+            :func:`~lightning_explain.embedding.bind_embedding`), or ``None``.
+        knn: as :func:`evaluate_probe`.
+        errors: as :func:`evaluate_probe`.
+        owner: the name used in error messages.
+        **options: the other keyword arguments of :func:`evaluate_probe`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> class SSL(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1))
+        ...     def forward(self, x):
+        ...         return self.backbone(x).flatten(1)
+        >>> x = torch.rand(2, 3, 16, 16)
+        >>> result = evaluate_module(SSL(), (x, x), ["input_x_gradient"], [], embedding="backbone")
+        >>> result.labels
+        ['input_x_gradient']
+    """
+    failures: list[EvaluationFailure] = []
+    try:
+        fn = resolve_embedding(embedding, module, owner=owner)
+    except Exception as err:
+        if errors != "collect":
+            raise
+        return ProbeEvaluation(None, failures=(EvaluationFailure("embedding", "embedding", err),))
+    knn_model = None
+    if knn is not None and knn_embedding is not None:
+        try:
+            knn_fn = resolve_embedding(knn_embedding, module, argument="knn.embedding", owner=owner)
+            knn_model = bind_embedding(knn_fn, module, precision)
+        except Exception as err:
+            if errors != "collect":
+                raise
+            knn = None
+            failures.append(EvaluationFailure("knn", "knn", err))
+    evaluation = evaluate_probe(
+        bind_embedding(fn, module, precision),
+        pairs,
+        methods,
+        metrics,
+        knn=knn,
+        knn_model=knn_model,
+        errors=errors,
+        owner=owner,
+        **options,
+    )
+    if failures:
+        evaluation = dataclasses.replace(evaluation, failures=(*failures, *evaluation.failures))
+    return evaluation

@@ -12,7 +12,7 @@ Logged keys (``<prefix>`` is ``explain`` in the callback):
   with each pair's similarity and scores;
 * ``<prefix>/<label>/curves``: figure, the insertion/deletion curves (mean and band);
 * ``<prefix>/<label>/scores``: table, the per-pair scores;
-* ``<prefix>/corr/table`` and ``<prefix>/corr/scatter``: the correlations of the scores with the
+* ``<prefix>_corr/table`` and ``<prefix>_corr/scatter``: the correlations of the scores with the
   kNN accuracy (see :mod:`lightning_explain.downstream`).
 """
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIN_TILE",
     "RenderedMethod",
+    "build_sinks",
     "caption",
     "check_rendering",
     "publish",
@@ -285,8 +286,8 @@ def publish_correlations(
     )
     try:
         for sink in sinks:
-            sink.log_table(f"{prefix}/corr/table", columns, rows, step)
-            sink.log_figure(f"{prefix}/corr/scatter", figure, step)
+            sink.log_table(f"{prefix}_corr/table", columns, rows, step)
+            sink.log_figure(f"{prefix}_corr/scatter", figure, step)
     finally:
         release_figure(figure)
 
@@ -299,6 +300,7 @@ def publish_evaluation(
     scalars: Mapping[str, float],
     *,
     history: ScoreHistory | None,
+    labels: Sequence[str] | None = None,
     step: int,
     epoch: int | None = None,
     mean: Sequence[float] | None = None,
@@ -307,7 +309,8 @@ def publish_evaluation(
     on_error: Any = None,
 ) -> None:
     """Everything one evaluation logs: ``scalars`` to every Lightning logger (``log_metrics``),
-    then :func:`publish` to the sinks, then the correlations of ``history`` if it has any.
+    then :func:`publish` to the sinks, then the correlations of ``history`` if it has any
+    (``labels``: the methods in the correlation table; default: those evaluated).
 
     Every logger and sink call is guarded: a failure goes to ``on_error(what, error)`` (``None``:
     raise) and the next call goes on.
@@ -344,7 +347,72 @@ def publish_evaluation(
             history.points(),
             history.correlations,
             step=step,
-            methods=[m.label for m in evaluation.methods]
-            or sorted({c.method for c in history.correlations}),
+            methods=list(labels) if labels is not None else [m.label for m in evaluation.methods],
             prefix=prefix,
         )
+
+
+def scalar_charts(
+    labels: Sequence[str],
+    metric_keys: Sequence[str],
+    *,
+    knn: bool = False,
+    correlations: bool = False,
+    prefix: str = "explain",
+) -> tuple[dict[str, list[str]], dict[str, bool | None]]:
+    """The chart layout of the callback's scalars: one chart per method x metric family (e.g.
+    ``"gradcam: insertion"`` with the simultaneous and conditional insertion scores), then the
+    probe's own scalars, then (with ``correlations``) one chart of Spearman correlations per
+    method; and the direction of every key. Given to :meth:`ExplanationSink.define_scalars`.
+
+    Example:
+        >>> charts, _ = scalar_charts(["gradcam"], ["insertion_simultaneous", "deletion_conditional"])
+        >>> list(charts)
+        ['gradcam: insertion', 'gradcam: deletion', 'probe set']
+    """
+    from lightning_explain.metrics import metric_info
+
+    charts: dict[str, list[str]] = {}
+    better: dict[str, bool | None] = {}
+    for label in labels:
+        for key in metric_keys:
+            info = metric_info(key)
+            name = f"{prefix}/{label}/{key}"
+            charts.setdefault(f"{label}: {info.family.replace('_', ' ')}", []).append(name)
+            better[name] = info.higher_is_better
+    probe = [f"{prefix}/sim", f"{prefix}/errors"] + ([f"{prefix}/knn_accuracy"] if knn else [])
+    charts["probe set"] = probe
+    better.update(
+        {f"{prefix}/sim": None, f"{prefix}/errors": False, f"{prefix}/knn_accuracy": True}
+    )
+    if knn and correlations:
+        for label in labels:
+            keys = [f"{prefix}_corr/{label}/{k}/spearman" for k in metric_keys]
+            charts[f"{label}: Spearman correlation with the kNN accuracy"] = keys
+            better.update(dict.fromkeys(keys))
+    return charts, {k: better[k] for keys in charts.values() for k in keys}
+
+
+def build_sinks(
+    loggers: Sequence[Any],
+    fallback_dir: str,
+    labels: Sequence[str],
+    metric_keys: Sequence[str],
+    *,
+    knn: bool = False,
+    correlations: bool = False,
+    warn: Any = None,
+) -> list[ExplanationSink]:
+    """One sink per logger (:func:`lightning_explain.sinks.sinks_for`), each told the chart layout
+    of :func:`scalar_charts` once; a sink whose layout call fails is kept (``warn(text)`` is told)."""
+    from lightning_explain.sinks import sinks_for
+
+    sinks = sinks_for(loggers, fallback_dir=fallback_dir)
+    charts, better = scalar_charts(labels, metric_keys, knn=knn, correlations=correlations)
+    for sink in sinks:
+        try:
+            sink.define_scalars(charts, better)
+        except Exception as err:  # a layout is a nicety; never lose the run for it
+            if warn is not None:
+                warn(f"{sink!r}.define_scalars failed: {type(err).__name__}: {err}")
+    return sinks

@@ -33,6 +33,7 @@ from torch import Tensor
 from lightning_explain._core import check_heatmap, upsample_maps
 
 __all__ = [
+    "captioned",
     "colormap_lut",
     "curves_figure",
     "figure_to_image",
@@ -542,3 +543,50 @@ def figure_to_image(figure: Figure, *, dpi: float | None = None) -> Tensor:
     rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
     out = torch.from_numpy(np.round(rgb * 255.0).astype(np.uint8))
     return out.permute(2, 0, 1).contiguous()
+
+
+def captioned(image: Tensor, caption: str, *, font_size: int = 12) -> Tensor:
+    """``image`` with ``caption`` written in black on a white band under it, for viewers that show
+    no caption (PNG files): the text the trackers get beside the image, on the image.
+
+    Args:
+        image: ``(3, H, W)`` uint8 image.
+        caption: the text; one line per ``\\n``, long lines wrapped at the image width.
+        font_size: text size in pixels. Default 12.
+
+    Returns:
+        ``(3, H + band, W)`` uint8 tensor on the CPU (``band`` fits the wrapped lines).
+
+    Raises:
+        TypeError: if ``image`` is not a ``(3, H, W)`` uint8 tensor.
+
+    Example:
+        >>> import torch
+        >>> out = captioned(torch.zeros(3, 40, 200, dtype=torch.uint8), "pair 0 (item 3), sim 0.91")
+        >>> out.shape[0], out.shape[2], out.shape[1] > 40
+        (3, 200, True)
+    """
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not isinstance(image, Tensor) or image.dtype != torch.uint8 or image.ndim != 3:
+        raise TypeError(
+            f"`render.captioned`: expected a (3, H, W) uint8 image, but got {_describe(image)}."
+        )
+    font = ImageFont.load_default(size=font_size)
+    width = int(image.shape[2])
+    left, top, right, bottom = font.getbbox("M")
+    char_w = max(1, int(right - left))
+    line_h = int(bottom - top) + max(2, font_size // 3)
+    per_line = max(8, (width - 8) // char_w)
+    lines = [w for part in str(caption).splitlines() for w in textwrap.wrap(part, per_line) or [""]]
+    band = len(lines) * line_h + 8
+    canvas = Image.new("RGB", (width, int(image.shape[1]) + band), "white")
+    canvas.paste(Image.fromarray(image.permute(1, 2, 0).cpu().numpy()), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    y = int(image.shape[1]) + 4
+    for line in lines:
+        draw.text((4, y), line, fill="black", font=font)
+        y += line_h
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()

@@ -16,7 +16,6 @@ References:
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import math
@@ -25,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightning_explain._io import csv_writer
 from lightning_explain.dashboard import MetricColumn, best_rows
 
 __all__ = ["ReportTable", "to_csv", "to_html", "to_markdown", "write_report"]
@@ -131,7 +131,7 @@ def to_csv(table: ReportTable) -> str:
     when missing), and ``best_in``: the metric keys (``;``-separated) where the method is best."""
     best = {m.key: table.best(m) for m in table.metrics}
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer, lineterminator="\n")
     writer.writerow(["method", *(m.key for m in table.metrics), "best_in"])
     for method in table.methods:
         writer.writerow(

@@ -103,7 +103,9 @@ def test_file_sink_layout(tmp_path: Path) -> None:
     sink.log_image(KEY, image, step=7, caption="sim 0.83 | ins 0.71 del 0.22")
     by_step = tmp_path / "explanations" / "step=00000007" / "gradcam.png"
     assert by_step.is_file()
-    np.testing.assert_array_equal(png_pixels(by_step), hwc(image))
+    pixels = png_pixels(by_step)  # the grid, then the caption written under it
+    np.testing.assert_array_equal(pixels[: image.shape[1]], hwc(image))
+    assert pixels.shape[0] > image.shape[1]
     with Image.open(by_step) as img:
         assert img.text["Description"] == "sim 0.83 | ins 0.71 del 0.22"
         assert img.text["Title"] == KEY
@@ -260,7 +262,7 @@ def test_csv_logger_gets_png_files(tmp_path: Path) -> None:
     sink.log_figure("explain/gradcam/figure", fig, step=30)
     sink.log_table("explain/gradcam/scores", COLUMNS, ROWS, step=30)
     folder = Path(logger.log_dir) / "explanations" / "epoch=002"
-    np.testing.assert_array_equal(png_pixels(folder / "gradcam.png"), hwc(image))
+    np.testing.assert_array_equal(png_pixels(folder / "gradcam.png")[: image.shape[1]], hwc(image))
     saved = matplotlib.image.imread(folder / "gradcam_figure.png")
     assert saved.shape[:2] == (round(fig.get_figheight() * 100), round(fig.get_figwidth() * 100))
     with (folder / "gradcam_scores.csv").open() as f:
@@ -401,3 +403,25 @@ def test_mlflow_read_back(tmp_path: Path) -> None:
         run_id, "explanations/step=00000001/explain/gradcam/pairs_val.txt", str(tmp_path / "dl")
     )
     assert Path(caption).read_text() == "epoch 0"
+
+
+def test_file_sink_writes_the_caption_on_the_png(tmp_path: Path) -> None:
+    """The PNG a CSV-logger user opens shows the caption the trackers show beside the image."""
+    from PIL import Image
+
+    from lightning_explain.sinks import FileSink
+
+    grid = torch.full((3, 40, 160), 200, dtype=torch.uint8)
+    sink = FileSink(tmp_path)
+    sink.log_image("explain/gradcam/pairs", grid, 4, caption="gradcam | epoch 0\npair 0, sim 0.912")
+    sink.log_image("explain/plain/pairs", grid, 4)
+    (png,) = tmp_path.rglob("gradcam.png")
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    assert pixels.shape[0] > 40
+    assert pixels.shape[1] == 160
+    np.testing.assert_array_equal(pixels[:40], 200)  # the grid itself is untouched
+    band = pixels[40:]
+    assert (band < 100).any()  # dark text pixels under the grid
+    assert (band == 255).mean() > 0.5  # on a white band
+    (plain,) = tmp_path.rglob("plain.png")
+    assert np.asarray(Image.open(plain)).shape[0] == 40  # no caption, no band

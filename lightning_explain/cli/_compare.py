@@ -10,7 +10,6 @@ paper-style method x metric table.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_explain._io import csv_writer
 from lightning_explain.cli._common import (
     CLIError,
     comma_list,
@@ -50,11 +50,32 @@ __all__ = ["CheckpointResult", "cmd_compare", "cmd_report"]
 
 
 def _embedding(
-    module: nn.Module, spec: str | None, flag: str = "--embedding"
+    module: nn.Module,
+    spec: str | None,
+    flag: str = "--embedding",
+    *,
+    recorded: bool = False,
+    trust: bool = False,
 ) -> Callable[[Tensor], Tensor]:
     """The callable explained, with the callback's meaning of ``embedding`` (see
     :mod:`lightning_explain.embedding`), bound to ``module`` so that ``--layer`` names are relative
-    to the LightningModule, as the callback's ``layer`` is."""
+    to the LightningModule, as the callback's ``layer`` is.
+
+    A ``recorded`` spec (text from the checkpoint or probe file) may only name the forward or an
+    attribute of the module unless the file is trusted: resolving anything else imports a module.
+    """
+    if recorded and not trust and spec not in (None, "forward"):
+        parts = str(spec).split(".")
+        target: object = module
+        for part in parts:
+            target = getattr(target, part, None) if part.isidentifier() else None
+        if ":" in str(spec) or not callable(target):
+            raise CLIError(
+                f"The file records the embedding {spec!r} for {flag[2:]}, which is not an "
+                f"attribute of {type(module).__name__}; resolving it would import a module named "
+                f"in the file, which is done only for files you trust. Pass {flag} (e.g. "
+                f"'backbone'), or --trust-checkpoint if you trust the file's origin."
+            )
     try:
         fn = resolve_embedding(spec, module, argument=flag, owner="lightning-explain")
     except (ValueError, TypeError) as err:
@@ -206,7 +227,41 @@ def _setup(args: argparse.Namespace, *, require_metrics: bool = False) -> Setup:
     specs = _method_specs(methods, parse_options(args.option))
     if args.model_class is not None:
         resolve_class(args.model_class)
+    if args.model_factory is not None and args.model_class is not None:
+        raise CLIError("Pass either --model-class or --model-factory, not both.")
+    _check_outputs(args)
     return Setup(device, methods, metric_keys, specs, args.layer or "auto")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every requested output can be written and every requested tracker is installed, before
+    any checkpoint is explained."""
+    from lightning_explain.sinks.base import require
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(
+            f"--out {str(out)!r} is an existing file; it must be a folder (created if missing). "
+            f"Pass another path, e.g. --out {str(out.with_suffix(''))!r}_dir."
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".lightning-explain-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise CLIError(
+            f"--out {str(out)!r} cannot be written: {err}. Pass a writable folder."
+        ) from err
+    for flag, module, extra in (
+        ("--wandb", "wandb", "wandb"),
+        ("--tensorboard", "tensorboard", "tensorboard"),
+    ):
+        if getattr(args, flag[2:], None) is not None:
+            try:
+                require(module, extra=extra, owner=f"lightning-explain compare {flag}")
+            except ModuleNotFoundError as err:
+                raise CLIError(str(err)) from err
 
 
 @dataclass(frozen=True)
@@ -217,6 +272,8 @@ class _KNNPlan:
     k: int
     temperature: float
     embedding: str | None
+    recorded: bool = False
+    """Whether ``embedding`` is the spec recorded in the file (not an option the user gave)."""
 
     def describe(self) -> str:
         knn = self.knn
@@ -256,6 +313,7 @@ def _knn_plan(args: argparse.Namespace, probe: ProbeSet) -> _KNNPlan | None:
         k=int(args.knn_k or knn.k),
         temperature=float(args.knn_temperature or knn.temperature),
         embedding=embedding or None,
+        recorded=not args.knn_embedding and bool(knn.embedding),
     )
 
 
@@ -348,13 +406,29 @@ def _explain_checkpoint(
     from lightning_explain.render import overlay, pair_grid
 
     device = setup.device
-    module = build_module(path, ckpt, model_class=args.model_class, trust=args.trust_checkpoint)
+    module = build_module(
+        path,
+        ckpt,
+        model_class=args.model_class,
+        model_factory=args.model_factory,
+        trust=args.trust_checkpoint,
+    )
     module.to(device)
     embed = _embedding(module, args.embedding)
     x1 = probe.x1.to(device)
     _dry_forward(embed, x1, name=str(path), recorded=recorded, embedding=args.embedding)
     _check_layer(embed, setup, x1, str(path))
-    knn_model = None if knn is None else _embedding(module, knn.embedding, "--knn-embedding")
+    knn_model = (
+        None
+        if knn is None
+        else _embedding(
+            module,
+            knn.embedding,
+            "--knn-embedding",
+            recorded=knn.recorded,
+            trust=args.trust_checkpoint,
+        )
+    )
     log(f"    {', '.join(setup.methods)}")
     evaluation = evaluate_probe(
         embed,
@@ -535,7 +609,11 @@ def _settings(
 ) -> list[tuple[str, str]]:
     info = [
         ("probe", _describe_probe(origin, probe)),
-        ("model class", args.model_class or "recorded in the checkpoint"),
+        (
+            "model class",
+            args.model_class
+            or (f"built by {args.model_factory}" if args.model_factory else "recorded in the file"),
+        ),
         ("embedding", args.embedding or "the module's forward"),
         ("similarity", args.similarity),
         ("n_steps", str(args.n_steps)),
@@ -558,7 +636,7 @@ def _write_tables(
     keys = [c.key for c in data.metrics]
     knn = bool(data.knn_accuracy)
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+        writer = csv_writer(f)
         writer.writerow(
             ["checkpoint", "path", "epoch", "global_step", "method", *keys]
             + (["knn_accuracy"] if knn else [])
@@ -573,7 +651,7 @@ def _write_tables(
     correlations = data.correlations()
     if knn:
         with open(out / "correlations.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
+            writer = csv_writer(f)
             writer.writerow(["method", "metric", "higher_is_better", "n", "spearman", "pearson"])
             for c in correlations:
                 writer.writerow(

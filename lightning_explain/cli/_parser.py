@@ -36,7 +36,14 @@ def add_explain_options(cmd: argparse.ArgumentParser) -> None:
         "--model-class",
         metavar="PKG.MOD:CLASS",
         help="the LightningModule class of the checkpoints; default: the class path recorded in "
-        "the checkpoint (required when none is recorded)",
+        "the checkpoint, used only with --trust-checkpoint (importing a module runs its code)",
+    )
+    cmd.add_argument(
+        "--model-factory",
+        metavar="PKG.MOD:FUNCTION",
+        help="a function that builds the module (called with the checkpoint's hyper-parameters "
+        "it accepts), for models defined in a training script such as lightly's examples; the "
+        "checkpoint's state_dict is then loaded into it",
     )
     cmd.add_argument(
         "--embedding",

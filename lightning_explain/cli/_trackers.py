@@ -42,8 +42,9 @@ def log_trackers(args: argparse.Namespace, data: DashboardData, results: Sequenc
     ``compare/<method>/pairs`` (captioned with the checkpoint name) and the insertion/deletion
     curves as figure ``compare/<method>/curves``; finally the metric table ``compare/metrics``.
     With kNN accuracies: ``compare/knn_accuracy`` per checkpoint and, at the last step, the
-    finite correlations ``compare/corr/<method>/<metric>/{spearman,pearson}``, the table
-    ``compare/correlations`` and the scatter figure ``compare/corr/scatter``.
+    finite correlations ``compare_corr/<method>/<metric>/{spearman,pearson}``, the table
+    ``compare_corr/table`` and the scatter figure ``compare_corr/scatter`` (under their own
+    prefix, so that the scores come first in every tracker).
     """
     from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
@@ -112,7 +113,7 @@ def log_trackers(args: argparse.Namespace, data: DashboardData, results: Sequenc
         from lightning_explain.downstream import correlation_figure
 
         corr = {
-            f"compare/corr/{c.method}/{c.metric}/{name}": value
+            f"compare_corr/{c.method}/{c.metric}/{name}": value
             for c in correlations
             for name, value in (("spearman", c.spearman), ("pearson", c.pearson))
             if math.isfinite(value)
@@ -128,12 +129,12 @@ def log_trackers(args: argparse.Namespace, data: DashboardData, results: Sequenc
         )
         for sink in sinks:
             sink.log_table(
-                "compare/correlations",
+                "compare_corr/table",
                 ["method", "metric", "n", "spearman", "pearson"],
                 corr_rows,
                 step,
             )
-            sink.log_figure("compare/corr/scatter", figure, step)
+            sink.log_figure("compare_corr/scatter", figure, step)
     for sink in sinks:
         sink.log_table("compare/metrics", columns, rows, step)
         sink.flush()

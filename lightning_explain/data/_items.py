@@ -10,6 +10,7 @@ from torch import Tensor
 
 __all__ = [
     "as_single_view",
+    "is_integer_image",
     "is_pil",
     "is_view",
     "match_channels",
@@ -21,6 +22,12 @@ __all__ = [
 def is_view(x: object) -> bool:
     """Whether ``x`` is a ``(C, H, W)`` float tensor."""
     return isinstance(x, Tensor) and x.is_floating_point() and x.ndim == 3
+
+
+def is_integer_image(x: object) -> bool:
+    """Whether ``x`` is a ``(C, H, W)`` tensor of integers (e.g. ``uint8`` from ``v2.ToImage()``
+    without ``v2.ToDtype``)."""
+    return isinstance(x, Tensor) and x.ndim == 3 and not x.is_floating_point()
 
 
 def is_pil(x: object) -> bool:

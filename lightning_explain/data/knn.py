@@ -21,6 +21,7 @@ from lightning_explain._checks import check_positive_int, describe
 from lightning_explain._guard import seeded_global_rng
 from lightning_explain.data._items import (
     as_single_view,
+    is_integer_image,
     is_pil,
     is_view,
     transform_disabled,
@@ -164,6 +165,13 @@ class KNNSet:
                 f"`KNNSet`: {origin} was written by a newer lightning-explain (kNN format version "
                 f"{data['version']}, this version reads <= {_KNN_VERSION}). Upgrade."
             )
+        for name in ("bank", "queries"):
+            x = data.get(name)
+            if not isinstance(x, Tensor) or not x.is_floating_point():
+                raise ValueError(
+                    f"`KNNSet`: {origin} stores `{name}` as {describe(x)}; expected a float tensor "
+                    f"of shape (N, C, H, W) in the model's input space."
+                )
         try:
             return cls(
                 bank=data["bank"].float(),
@@ -212,6 +220,11 @@ def _image(x: object, *, index: int, role: str) -> Tensor:
     x = as_single_view(x)
     if not is_view(x):
         hint = " End the transform with `ToTensor()`." if is_pil(x) else ""
+        if is_integer_image(x):
+            hint = (
+                f" It has dtype {cast(Tensor, x).dtype}: end the transform with "
+                f"`v2.ToDtype(torch.float32, scale=True)`."
+            )
         raise ValueError(
             f"`{_OWNER}`: the kNN {role} image of item {index} must be a (C, H, W) float tensor "
             f"(or a list of such views, of which the first is used), but it is {describe(x)}."

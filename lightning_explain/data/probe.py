@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from lightning_explain._checks import check_literal, check_positive_int, describ
 from lightning_explain._guard import seeded_global_rng
 from lightning_explain.data._items import (
     as_single_view,
+    is_integer_image,
     is_pil,
     is_view,
     match_channels,
@@ -197,6 +199,20 @@ class ProbeSet:
         knn = None
         if data.get("knn") is not None:
             knn = KNNSet.from_dict(data["knn"], origin=f"{origin} (its kNN set)")
+        for name in ("x1", "x2"):
+            x = data.get(name)
+            if not isinstance(x, Tensor) or not x.is_floating_point():
+                hint = (
+                    " Images must be stored as floats in the model's input space (e.g. converted "
+                    "with `v2.ToDtype(torch.float32, scale=True)`); converting integer images here "
+                    "would give 0..255 values the model never saw."
+                    if isinstance(x, Tensor)
+                    else ""
+                )
+                raise ValueError(
+                    f"`ProbeSet`: {origin} stores `{name}` as {describe(x)}; expected a float "
+                    f"tensor of shape (N, C, H, W).{hint}"
+                )
         try:
             indices = data["indices"]
             mean, std = data.get("mean"), data.get("std")
@@ -237,7 +253,21 @@ class ProbeSet:
                 f"`ProbeSet.load`: no probe file at {str(path)!r}. Write one with "
                 f"`PairExplanationCallback.save_probe(path)` or `ProbeSet.save(path)`."
             )
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError(
+                f"`ProbeSet.load`: the file {str(path)!r} holds Python objects that a safe load "
+                f"(torch.load(weights_only=True)) refuses to rebuild. Probe files written by "
+                f"lightning-explain hold only tensors, numbers and strings, so this file was made "
+                f"by something else or altered. Do not load it with weights_only=False (that can "
+                f"run code stored in the file); rewrite it with `ProbeSet.save` from trusted data."
+            ) from None
+        except (RuntimeError, EOFError, OSError, AttributeError) as err:
+            raise ValueError(
+                f"`ProbeSet.load`: the file {str(path)!r} cannot be read: it is corrupt, truncated "
+                f"or not a PyTorch file ({type(err).__name__}). Rewrite it with `ProbeSet.save`."
+            ) from err
         return cls.from_dict(data, origin=f"the file {str(path)!r}")
 
 
@@ -317,6 +347,12 @@ def _check_views(v1: object, v2: object, *, index: int, pairing: str) -> tuple[T
             hint = ""
             if is_pil(v):
                 hint = " End the transform with `ToTensor()` (or `v2.ToImage()` + `v2.ToDtype`)."
+            elif is_integer_image(v):
+                hint = (
+                    f" The view has dtype {cast(Tensor, v).dtype}: end the transform with "
+                    f"`v2.ToDtype(torch.float32, scale=True)` (or `ToTensor()`), which scales "
+                    f"pixels to [0, 1]."
+                )
             raise ValueError(
                 f"`{_OWNER}`: with pairing={pairing!r}, the {name} view of item {index} must be a "
                 f"(C, H, W) float tensor, but it is {describe(v)}.{hint}"
@@ -337,7 +373,11 @@ def _pair_from_item(item: object, *, index: int, pairing: str) -> tuple[Tensor, 
         views: object = item
         if isinstance(item, (list, tuple)) and item and isinstance(item[0], (list, tuple)):
             views = item[0]
-        if isinstance(views, (list, tuple)) and len(views) >= 2 and is_pil(views[0]):
+        if (
+            isinstance(views, (list, tuple))
+            and len(views) >= 2
+            and (is_pil(views[0]) or is_integer_image(views[0]))
+        ):
             _check_views(views[0], views[1], index=index, pairing=pairing)  # raises with a hint
         if (
             not isinstance(views, (list, tuple))

@@ -25,6 +25,7 @@ import torch
 from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
 
 from lightning_explain._checks import (
+    check_bool,
     check_literal,
     check_positive_int,
     check_real,
@@ -213,6 +214,11 @@ class KNNSettings:
         embedding: the embedding of the kNN probe, in the forms of the callback's ``embedding``
             (e.g. ``"backbone"``: kNN on backbone features while the projection is explained).
             Default ``None``: the explained embedding.
+        correlations: also log, from the third evaluation on, the Spearman and Pearson
+            correlation of every score with the accuracy over the evaluations so far
+            (``explain_corr/...``: their own prefix, so that they sort after the scores in
+            TensorBoard and MLflow), with a table and a scatter plot. The history behind them is
+            kept either way (``PairExplanationCallback.history``). Default ``False``.
 
     Example:
         >>> KNNSettings(k=20).identity()
@@ -226,6 +232,7 @@ class KNNSettings:
     embedding: Union[str, Callable[[Any, Any], Any], None] = field(
         default=None, metadata={"identity": False}
     )
+    correlations: bool = field(default=False, metadata={"identity": False})
 
     def __post_init__(self) -> None:
         owner = "KNNSettings"
@@ -243,6 +250,7 @@ class KNNSettings:
         )
         check_positive_int(self.samples, name="samples", owner=owner)
         check_positive_int(self.queries, name="queries", owner=owner)
+        check_bool(self.correlations, name="correlations", owner=owner)
         if self.embedding is not None:
             check_embedding_spec(self.embedding, argument="embedding", owner=owner)
 
@@ -315,12 +323,13 @@ def trainer_dataset(trainer: Any, pl_module: Any, which: str) -> Any:
 
 
 def _no_val(trainer: Any) -> bool:
-    """Whether the validation data would have been loaded by now if there were any: after the
-    sanity check, an unloaded validation set means there is none."""
+    """Whether the run will have no validation data: validation is off
+    (``limit_val_batches=0``), or the sanity check ran and loaded none."""
+    if getattr(trainer, "limit_val_batches", 1) == 0:
+        return True
     loaded_train = getattr(trainer, "train_dataloader", None) is not None
     sanity = int(getattr(trainer, "num_sanity_val_steps", 0) or 0)
-    limit = getattr(trainer, "limit_val_batches", 1)
-    return loaded_train and sanity != 0 and limit != 0
+    return loaded_train and sanity != 0
 
 
 class _NotYet(Exception):
@@ -382,19 +391,45 @@ class ProbeSource:
         self.probe, self._user = probe, True
         return probe
 
-    def restore(self, stored: Mapping[str, Any] | None, config_hash: object) -> bool:
+    def identity(self) -> dict[str, object]:
+        """What defines the probe pairs: the seed and :meth:`ProbeSettings.identity` (kept in the
+        checkpoint state, so a resume can say what changed)."""
+        return {"seed": self.seed, **self.settings.identity()}
+
+    def restore(
+        self,
+        stored: Mapping[str, Any] | None,
+        config_hash: object,
+        *,
+        identity: Mapping[str, object] | None = None,
+    ) -> bool:
         """Keep a probe set from a checkpoint if it was drawn with the current settings.
 
+        Args:
+            stored: the probe set's dict, or ``None``.
+            config_hash: the settings hash it was drawn with.
+            identity: the settings it was drawn with (:meth:`identity`), to name what changed.
+
         Returns:
-            Whether it was kept; a probe set drawn with other settings is dropped with a warning.
+            Whether it was kept; a probe set drawn with other settings is dropped with a warning
+            that lists the changed settings.
         """
         if stored is None:
             return False
         if config_hash != self.probe_hash:
+            now = self.identity()
+            if isinstance(identity, Mapping):
+                changed = ", ".join(
+                    f"{k}: {identity.get(k)!r} -> {now.get(k)!r}"
+                    for k in sorted(set(now) | set(identity))
+                    if identity.get(k) != now.get(k)
+                )
+            else:
+                changed = "n_pairs, pairing, seed, source or transforms"
             rank_zero_warn(
                 f"`{self.owner}`: the checkpoint's probe set was drawn with other settings "
-                f"(n_pairs, pairing, seed, source or transforms changed); drawing a new probe set, "
-                f"so explanations before and after the resume show different pairs."
+                f"({changed or 'a transform given as a callable'}); drawing a new probe set, so "
+                f"explanations before and after the resume show different pairs."
             )
             return False
         self._restored = ProbeSet.from_dict(stored, origin="the checkpoint")
@@ -411,6 +446,37 @@ class ProbeSource:
         if probe is None or self.knn is None:
             return probe
         return self._with_knn(self.knn, trainer, pl_module, probe, final=final)
+
+    def stand_in(self, trainer: Any, pl_module: Any) -> ProbeSet | None:
+        """One pair (and a few kNN images) from the training set, to dry-run the configuration
+        before the validation set is loaded; ``None`` if the training set cannot provide them.
+        Nothing is kept."""
+        train = trainer_dataset(trainer, pl_module, "train")
+        if train is None:
+            return None
+        s = self.settings
+        clean, augment = s.transforms()
+        try:
+            with torch.inference_mode(False):
+                probe = draw_probe_set(
+                    train,
+                    1,
+                    pairing=s.pairing,
+                    seed=self.seed,
+                    clean_transform=clean,
+                    augment_transform=augment,
+                    source="train",
+                    mean=s.mean,
+                    std=s.std,
+                )
+                if self.knn is not None:
+                    knn = draw_knn_set(
+                        train, None, n_bank=4, n_queries=2, seed=self.seed, clean_transform=clean
+                    )
+                    probe = dataclasses.replace(probe, knn=knn)
+        except (TypeError, ValueError):
+            return None
+        return probe
 
     # ----------------------------------------------------------------------------------------------
 

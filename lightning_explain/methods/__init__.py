@@ -11,5 +11,14 @@ from lightning_explain.methods._registry import (
     list_methods,
     method_info,
 )
+from lightning_explain.methods.cam import list_feature_layers, resolve_layer
 
-__all__ = ["MethodInfo", "check_method_options", "get_method", "list_methods", "method_info"]
+__all__ = [
+    "MethodInfo",
+    "check_method_options",
+    "get_method",
+    "list_feature_layers",
+    "list_methods",
+    "method_info",
+    "resolve_layer",
+]

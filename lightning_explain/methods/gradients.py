@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 
 from lightning_explain._checks import (
+    NonNegativeFloat,
+    PositiveInt,
     check_batch_size,
     check_bool,
     check_int,
@@ -413,13 +415,13 @@ def smoothgrad(
     x1: Tensor,
     x2: Tensor,
     *,
-    n_samples: int = 50,
-    noise: float | None = None,
+    n_samples: PositiveInt = 50,
+    noise: NonNegativeFloat | None = None,
     guided: bool = False,
     blur: bool = False,
     seed: int = 0,
     similarity: Similarity = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> PairExplanation:
     """SmoothGrad x input of the pair similarity, with the same noise on both images [0, 1].
 
@@ -613,13 +615,13 @@ def averaged_transforms(
     x2: Tensor,
     *,
     transform: Transform = "combine",
-    steps: int = 10,
+    steps: PositiveInt = 10,
     noise: bool = False,
     guided: bool = False,
     blur: bool = False,
     seed: int = 0,
     similarity: Similarity = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> PairExplanation:
     """Averaged Transforms (the paper's proposed gradient method) generalised to pairs [0].
 
@@ -750,9 +752,9 @@ def integrated_gradients_attributions(
     x2: Tensor,
     *,
     baseline: BaselineName = "blur",
-    n_steps: int = 32,
+    n_steps: PositiveInt = 32,
     similarity: Similarity = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Signed integrated-gradients attributions ``(attr1, attr2)``, each ``(B, C, H, W)``, before
     the per-pixel reduction of :func:`integrated_gradients` (same arguments).
@@ -775,9 +777,9 @@ def integrated_gradients(
     x2: Tensor,
     *,
     baseline: BaselineName = "blur",
-    n_steps: int = 32,
+    n_steps: PositiveInt = 32,
     similarity: Similarity = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> PairExplanation:
     """Integrated gradients [2] of the pair similarity, each image against its intact partner.
 

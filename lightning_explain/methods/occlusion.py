@@ -22,6 +22,9 @@ import torch
 from torch import Tensor
 
 from lightning_explain._checks import (
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
     check_batch_size,
     check_literal,
     check_positive_int,
@@ -198,11 +201,11 @@ def conditional_occlusion(
     x1: Tensor,
     x2: Tensor,
     *,
-    window: int = 64,
-    stride: int = 8,
+    window: PositiveInt = 64,
+    stride: PositiveInt = 8,
     fill: float = 0.0,
     similarity: Similarity = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> PairExplanation:
     """Conditional occlusion (CO): the similarity drop when a window of one image is filled.
 
@@ -286,11 +289,11 @@ def context_agnostic_occlusion(
     x1: Tensor,
     x2: Tensor,
     *,
-    window: int = 64,
-    stride: int = 8,
+    window: PositiveInt = 64,
+    stride: PositiveInt = 8,
     fill: float = 0.0,
     similarity: Similarity = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> PairExplanation:
     """Context-agnostic conditional occlusion (CACO): what a patch alone says about the partner.
 
@@ -439,15 +442,15 @@ def pairwise_occlusion(
     x1: Tensor,
     x2: Tensor,
     *,
-    n_erasures: int = 100,
+    n_erasures: PositiveInt = 100,
     scale: tuple[float, float] = (0.1, 0.3),
     ratio: tuple[float, float] = (1.0, 1.5),
     fill: float = 0.0,
-    temperature: float = 1.0,
+    temperature: PositiveFloat = 1.0,
     credit: Credit = "norm",
-    seed: int = 0,
+    seed: NonNegativeInt = 0,
     similarity: Similarity = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> PairExplanation:
     """Pairwise occlusion (PO): random erasures of both images at once, voted by the drop.
 

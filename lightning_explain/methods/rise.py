@@ -9,12 +9,19 @@ intact. RISE is not part of the paper's code; it is offered as a black-box basel
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Annotated, Union
 
 import torch
 from torch import Tensor
 
-from lightning_explain._checks import check_batch_size, check_positive_int, check_real
+from lightning_explain._checks import (
+    Bounds,
+    NonNegativeInt,
+    PositiveInt,
+    check_batch_size,
+    check_positive_int,
+    check_real,
+)
 from lightning_explain._core import Model, PairContext, pair_context
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods._perturb import acc_dtype, chunked_scores, intact_pair
@@ -130,12 +137,12 @@ def rise(
     x1: Tensor,
     x2: Tensor,
     *,
-    n_masks: int = 1000,
-    cell: int = 8,
-    p_keep: float = 0.5,
-    seed: int = 0,
+    n_masks: PositiveInt = 1000,
+    cell: PositiveInt = 8,
+    p_keep: Annotated[float, Bounds(0.0, 1.0, exclusive_minimum=True)] = 0.5,
+    seed: NonNegativeInt = 0,
     similarity: Union[str, SimilarityFn] = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> PairExplanation:
     """RISE for pairs: masks weighted by the similarity of the masked image to its intact partner.
 

@@ -18,13 +18,18 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import Annotated, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_explain._checks import (
+    Bounds,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    UnitFloat,
     check_batch_size,
     check_bool,
     check_int,
@@ -273,6 +278,11 @@ def _resize(x: Tensor, grid: tuple[int, int]) -> Tensor:
     """Antialiased bilinear resize of ``(N, C, H, W)`` to ``grid`` (a no-op at that size)."""
     if tuple(x.shape[-2:]) == grid:
         return x
+    if x.dtype in (torch.float16, torch.bfloat16):  # no antialiased half kernels on the CPU
+        small = F.interpolate(
+            x.float(), size=grid, mode="bilinear", align_corners=False, antialias=True
+        )
+        return small.to(x.dtype)
     return F.interpolate(x, size=grid, mode="bilinear", align_corners=False, antialias=True)
 
 
@@ -447,18 +457,18 @@ def pixel_invariance(
     x1: Tensor,
     x2: Tensor,
     *,
-    n_augmentations: int = 1000,
-    size: int = 64,
+    n_augmentations: Annotated[int, Bounds(2)] = 1000,
+    size: Annotated[int, Bounds(4)] = 64,
     nmf: bool = False,
-    n_components: int = 10,
-    lr: float = 0.1,
-    l1: float = 0.2,
-    epochs: int | None = None,
-    threshold: float = 0.5,
+    n_components: PositiveInt = 10,
+    lr: PositiveFloat = 0.1,
+    l1: NonNegativeFloat = 0.2,
+    epochs: PositiveInt | None = None,
+    threshold: UnitFloat = 0.5,
     blur: bool = True,
     seed: int = 0,
     similarity: Union[str, SimilarityFn] = "cosine",
-    batch_size: int | None = None,
+    batch_size: PositiveInt | None = None,
 ) -> PairExplanation:
     """Pixel Invariance: weights of a linear surrogate of the similarity under aligned augmentations.
 

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -102,6 +103,19 @@ class ExplanationSink(ABC):
             columns: column names.
             rows: one list of ``len(columns)`` values per row (numbers or strings).
             step: the trainer's global step.
+        """
+
+    def define_scalars(  # noqa: B027
+        self, charts: Mapping[str, Sequence[str]], higher_is_better: Mapping[str, bool | None]
+    ) -> None:
+        """Describe the scalars to come, once, before the first evaluation: trackers that can
+        lay out charts (TensorBoard's custom scalars, W&B's ``define_metric``) show one chart per
+        entry of ``charts``. Default: nothing (the tracker lays out scalars by key).
+
+        Args:
+            charts: chart title -> the scalar keys drawn in it, e.g.
+                ``{"gradcam: insertion": ["explain/gradcam/insertion_simultaneous", ...]}``.
+            higher_is_better: key -> the direction of the score (``None``: no direction).
         """
 
     def flush(self) -> None:  # noqa: B027

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from lightning_explain._io import csv_writer
+from lightning_explain.render import captioned
 from lightning_explain.sinks.base import (
     ExplanationSink,
     check_image,
@@ -63,8 +64,9 @@ class FileSink(ExplanationSink):
         <directory>/explanations/epoch=003/gradcam_curves.png   # log_figure("explain/gradcam/curves")
         <directory>/explanations/epoch=003/gradcam_scores.csv   # log_table("explain/gradcam/scores")
 
-    Image captions, the key and the step are stored as PNG text chunks (``Description``, ``Title``,
-    ``Step``; shown by ``exiftool`` or ``PIL.Image.open(p).text``). A key logged twice in one
+    The caption is written on the image, in a white band under it (as the trackers show it beside
+    their images), and stored with the key and the step as PNG text chunks (``Description``,
+    ``Title``, ``Step``; shown by ``exiftool`` or ``PIL.Image.open(p).text``). A key logged twice in one
     cycle overwrites its file. Writes happen on global rank 0 only.
 
     This sink is what :func:`~lightning_explain.sinks.sinks_for` gives a ``CSVLogger`` (under its
@@ -117,6 +119,8 @@ class FileSink(ExplanationSink):
         info.add_text("Step", str(int(step)))
         if caption is not None:
             info.add_itxt("Description", str(caption))
+        if caption:
+            image = captioned(image, str(caption))
         Image.fromarray(image_to_numpy(image)).save(self._target(key, step, ".png"), pnginfo=info)
 
     def log_figure(self, key: str, figure: Figure, step: int) -> None:
@@ -131,7 +135,7 @@ class FileSink(ExplanationSink):
         if not is_global_zero():
             return
         with self._target(key, step, ".csv").open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
+            writer = csv_writer(f)
             writer.writerow(columns)
             writer.writerows(rows)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -40,8 +41,9 @@ class TensorBoardSink(ExplanationSink):
     * Tables: a Markdown table via ``add_text(key, ..., global_step=step)`` (TEXT tab); TensorBoard
       has no table type.
 
-    TensorBoard keeps only 10 images per tag unless launched with
-    ``tensorboard --samples_per_plugin images=0`` (keep all).
+    TensorBoard shows at most 10 images per tag unless launched with
+    ``tensorboard --samples_per_plugin images=N`` (N at least the number of evaluations; with
+    TensorBoard 2.21, ``images=0`` shows none at all).
 
     Args:
         logger: a ``TensorBoardLogger`` from ``lightning.pytorch.loggers`` or
@@ -73,6 +75,14 @@ class TensorBoardSink(ExplanationSink):
     def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
         columns, rows = check_table(columns, rows, owner="TensorBoardSink.log_table")
         self.writer.add_text(key, markdown_table(columns, rows), global_step=int(step))
+
+    def define_scalars(
+        self, charts: Mapping[str, Sequence[str]], higher_is_better: Mapping[str, bool | None]
+    ) -> None:
+        """One multi-line chart per entry in TensorBoard's CUSTOM SCALARS tab (category
+        ``lightning-explain``); the SCALARS tab keeps one card per key."""
+        layout = {"lightning-explain": {t: ["Multiline", list(keys)] for t, keys in charts.items()}}
+        self.writer.add_custom_scalars(layout)
 
     def flush(self) -> None:
         self.writer.flush()

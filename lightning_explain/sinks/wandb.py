@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -45,6 +46,19 @@ class WandbSink(ExplanationSink):
         image = check_image(image, owner="WandbSink.log_image")
         extra: dict[str, list[Any]] = {} if caption is None else {"caption": [str(caption)]}
         self.logger.log_image(key=key, images=[image_to_numpy(image)], step=int(step), **extra)
+
+    def define_scalars(
+        self, charts: Mapping[str, Sequence[str]], higher_is_better: Mapping[str, bool | None]
+    ) -> None:
+        """``define_metric`` for every key: plotted against ``trainer/global_step``, with the
+        run summary keeping the best value (max or min by the score's direction)."""
+        run = self.logger.experiment
+        run.define_metric("trainer/global_step")
+        for keys in charts.values():
+            for key in keys:
+                best = higher_is_better.get(key)
+                summary = {True: "max", False: "min"}.get(best, "last")  # type: ignore[arg-type]
+                run.define_metric(key, step_metric="trainer/global_step", summary=summary)
 
     def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
         columns, rows = check_table(columns, rows, owner="WandbSink.log_table")

@@ -1,7 +1,9 @@
 """Run by tests/callback/test_ddp.py: a 2-process DDP fit (gloo, CPU) with the callback.
 
-Usage: python _ddp_script.py OUTPUT_DIR. Lightning's DDP launcher starts the second process by
-running this script again. Each rank records the sink calls it makes and its callback metrics.
+Usage: python _ddp_script.py OUTPUT_DIR [MODE]. Lightning's DDP launcher starts the second process
+by running this script again. Each rank records the sink calls it makes and its callback metrics.
+MODE ``sink_fails``: rank 0's image sink raises and the callback has ``on_error="raise"``; each
+rank writes the outcome of its fit to ``outcome_rank<r>.txt``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from lightning_explain.callback import PairExplanationCallback
 from tests.callback.helpers import FAST, make_module_class
 
 
-def main(root: Path) -> None:
+def main(root: Path, mode: str = "normal") -> None:
     torch.set_num_threads(1)
     original = sinks.FileSink.log_image
 
@@ -31,13 +33,16 @@ def main(root: Path) -> None:
         rank = getattr(rank_zero_only, "rank", 0)
         with open(root / f"images_rank{rank}.txt", "a") as f:
             f.write(f"{key} {step}\n")
+        if mode == "sink_fails":
+            raise OSError("rank 0 lost its disk")
         original(self, key, image, step, caption)
 
     sinks.FileSink.log_image = recording  # type: ignore[method-assign]
 
     L.seed_everything(0)
     model = make_module_class()(n=16, batch_size=4)
-    cb = PairExplanationCallback(["gradcam"], **FAST)
+    on_error = "raise" if mode == "sink_fails" else "warn"
+    cb = PairExplanationCallback(["gradcam"], on_error=on_error, **FAST)
     ckpt = L.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_last=True)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -51,6 +56,14 @@ def main(root: Path) -> None:
         num_sanity_val_steps=0,
         default_root_dir=str(root),
     )
+    if mode == "sink_fails":
+        try:
+            trainer.fit(model)
+            outcome = "finished"
+        except RuntimeError as err:
+            outcome = f"raised: {err}"
+        (root / f"outcome_rank{trainer.global_rank}.txt").write_text(outcome)
+        return
     trainer.fit(model)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("explain/")}
     (root / f"metrics_rank{trainer.global_rank}.json").write_text(json.dumps(metrics))
@@ -59,4 +72,4 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:3])

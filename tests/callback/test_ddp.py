@@ -58,3 +58,24 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     single = cb.compute_scores(model)
     for key, value in single.items():
         assert value == pytest.approx(m0[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_a_rank_zero_failure_is_raised_on_every_rank(tmp_path: Path) -> None:
+    """A sink failure on rank 0 with on_error='raise' stops both ranks (no hang, no rank left
+    waiting on a collective): the outcome travels with the one broadcast of the evaluation."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path), "sink_fails"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    outcomes = [(tmp_path / f"outcome_rank{r}.txt").read_text() for r in (0, 1)]
+    for outcome in outcomes:
+        assert outcome.startswith("raised:"), (outcome, proc.stderr[-2000:])
+        assert "rank 0 lost its disk" in outcome

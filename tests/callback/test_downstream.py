@@ -27,7 +27,7 @@ from tests.callback.helpers import (
 )
 
 SSL = make_module_class("lightning.pytorch")
-KNN: dict[str, Any] = dict(knn={"k": 3, "samples": 10, "queries": 6})
+KNN: dict[str, Any] = dict(knn={"k": 3, "samples": 10, "queries": 6, "correlations": True})
 
 
 def _fit(cb: PairExplanationCallback, tmp_path: Path, *, model: Any = None, **kwargs: Any) -> Any:
@@ -170,7 +170,9 @@ def test_knn_accuracy_and_correlations_are_logged(tmp_path: Path) -> None:
     stats = pytest.importorskip("scipy.stats")
     lightly_benchmarking = pytest.importorskip("lightly.utils.benchmarking")
     cb = PairExplanationCallback(
-        ["gradcam"], knn={"k": 3, "samples": 10, "queries": 6, "embedding": "backbone"}, **FAST
+        ["gradcam"],
+        knn={"k": 3, "samples": 10, "queries": 6, "embedding": "backbone", "correlations": True},
+        **FAST,
     )
     namespace("lightning.pytorch").seed_everything(0)
     model = SSL()
@@ -198,19 +200,19 @@ def test_knn_accuracy_and_correlations_are_logged(tmp_path: Path) -> None:
     key = "gradcam/insertion_simultaneous"
     xs = [e["scores"][key] for e in history]
     ys = [e["knn_accuracy"] for e in history]
-    spearman = float(metrics[f"explain/corr/{key}/spearman"])
-    pearson = float(metrics[f"explain/corr/{key}/pearson"])
+    spearman = float(metrics[f"explain_corr/{key}/spearman"])
+    pearson = float(metrics[f"explain_corr/{key}/pearson"])
     assert len(set(ys)) > 1, ys  # the accuracy moves over these epochs (seeded)
     assert spearman == pytest.approx(stats.spearmanr(xs, ys).statistic, abs=1e-5)
     assert pearson == pytest.approx(stats.pearsonr(xs, ys).statistic, abs=1e-5)
-    assert "explain/corr/gradcam/deletion_simultaneous/pearson" in metrics
+    assert "explain_corr/gradcam/deletion_simultaneous/pearson" in metrics
     # Table and scatter through the sinks (the file sink here), from the third evaluation on.
     folder = tmp_path / "explanations"
-    assert not (folder / "epoch=001" / "corr_table.csv").exists()
+    assert not (folder / "epoch=001" / "explain_corr_table.csv").exists()
     for epoch in (2, 3):
-        assert (folder / f"epoch={epoch:03d}" / "corr_table.csv").is_file()
-        assert (folder / f"epoch={epoch:03d}" / "corr_scatter.png").is_file()
-    table = (folder / "epoch=003" / "corr_table.csv").read_text().splitlines()
+        assert (folder / f"epoch={epoch:03d}" / "explain_corr_table.csv").is_file()
+        assert (folder / f"epoch={epoch:03d}" / "explain_corr_scatter.png").is_file()
+    table = (folder / "epoch=003" / "explain_corr_table.csv").read_text().splitlines()
     assert table[0] == "method,metric,direction,n,spearman,pearson"
     assert table[1].startswith("gradcam,insertion_simultaneous,higher is better,4,")
 
@@ -237,7 +239,7 @@ def test_knn_set_and_history_persist_across_resume(tmp_path: Path) -> None:
     tr.fit(SSL(n=20), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert torch.equal(second.probe.knn.bank, first.probe.knn.bank)
     assert [e["epoch"] for e in second.history] == [0, 1, 2]
-    assert "explain/corr/gradcam/insertion_simultaneous/spearman" in tr.callback_metrics
+    assert "explain_corr/gradcam/insertion_simultaneous/spearman" in tr.callback_metrics
 
     # Other kNN settings: a new kNN set, a fresh history, and a warning.
     third = PairExplanationCallback(

@@ -227,7 +227,8 @@ def open_page(
     exe = chromium_path()
     if exe is None:
         raise RuntimeError("chromium is not installed")
-    with tempfile.TemporaryDirectory(prefix="le-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile while it is removed.
+    with tempfile.TemporaryDirectory(prefix="le-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [
                 exe,

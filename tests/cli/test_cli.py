@@ -200,12 +200,19 @@ def test_compare_without_probe_or_stored_probe_fails(run: Run, tmp_path: Path) -
 
 
 def test_compare_finds_class_path_recorded_by_lightning_cli(run: Run, tmp_path: Path) -> None:
-    """LightningCLI records ``_class_path`` in the hyper-parameters; no --model-class needed."""
+    """LightningCLI records ``_class_path`` in the hyper-parameters: with --trust-checkpoint no
+    --model-class is needed; without, the command asks for it, naming the recorded path."""
     ckpt = torch.load(run.epochs[0], weights_only=True)
     ckpt["hyper_parameters"]["_class_path"] = "tests.cli.tiny_module.TinyContrastive"
+    for state in ckpt["callbacks"].values():
+        state.pop("model_class", None)
     path = tmp_path / "cli.ckpt"
     torch.save(ckpt, path)
     code, _, err = run_cli(["compare", str(path), *QUICK, "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "tests.cli.tiny_module.TinyContrastive" in err
+    args = ["compare", str(path), *QUICK, "--trust-checkpoint", "--out", str(tmp_path / "out")]
+    code, _, err = run_cli(args)
     assert code == 0, err
     html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "1 probe pair(s)" in html

@@ -131,7 +131,13 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> DigitsRun:
         list(METRICS),
         probe={"n_pairs": 2},
         n_steps=4,
-        knn={"k": KNN_K, "samples": 300, "queries": 120, "embedding": "backbone"},
+        knn={
+            "k": KNN_K,
+            "samples": 300,
+            "queries": 120,
+            "embedding": "backbone",
+            "correlations": True,
+        },
     )
     logger = CSVLogger(root, name="csv", version="")
     trainer = pl.Trainer(
@@ -176,7 +182,7 @@ def test_logged_knn_accuracy_moves_and_matches_lightly(digits_run: DigitsRun) ->
     assert (len(knn.bank), len(knn.queries), knn.num_classes) == (300, 120, 10)
     assert (knn.bank_source, knn.query_source) == ("train", "val")
     for epoch, path in enumerate(digits_run.checkpoints):
-        module = build_module(path, load_checkpoint(path))
+        module = build_module(path, load_checkpoint(path), trust=True)  # our own checkpoints
         with torch.no_grad():
             bank = F.normalize(module.backbone(knn.bank), dim=1)
             queries = F.normalize(module.backbone(knn.queries), dim=1)
@@ -196,7 +202,7 @@ def test_logged_correlations_match_scipy(digits_run: DigitsRun) -> None:
         row = rows[n - 1]
         for method in METHODS:
             for metric in METRICS:
-                key = f"explain/corr/{method}/{metric}"
+                key = f"explain_corr/{method}/{metric}"
                 if n < 3:  # fewer than 3 points: not logged
                     assert not row.get(f"{key}/spearman")
                     continue
@@ -217,8 +223,8 @@ def test_logged_correlations_match_scipy(digits_run: DigitsRun) -> None:
     assert checked >= len(METHODS) * len(METRICS)
     # The correlation table and scatter went to the CSV logger's file sink.
     folder = digits_run.root / "csv" / "explanations" / f"epoch={EPOCHS - 1:03d}"
-    assert (folder / "corr_scatter.png").is_file()
-    table = list(csv.DictReader((folder / "corr_table.csv").read_text().splitlines()))
+    assert (folder / "explain_corr_scatter.png").is_file()
+    table = list(csv.DictReader((folder / "explain_corr_table.csv").read_text().splitlines()))
     assert len(table) == len(METHODS) * len(METRICS)
 
 
@@ -265,6 +271,7 @@ def comparison(digits_run: DigitsRun, tmp_path_factory: pytest.TempPathFactory) 
         [
             "compare",
             *map(str, digits_run.checkpoints),
+            "--trust-checkpoint",  # our own files: their recorded class path may be imported
             "--methods",
             *METHODS,
             "--metrics",
@@ -309,7 +316,7 @@ def test_compare_shows_knn_accuracy_and_correlations(
         table = list(csv.DictReader(f))
     assert len(table) == len(METHODS) * len(METRICS)
     for row in table:
-        key = f"explain/corr/{row['method']}/{row['metric']}"
+        key = f"explain_corr/{row['method']}/{row['metric']}"
         assert int(row["n"]) == EPOCHS
         for name in ("spearman", "pearson"):
             ours, theirs = float(row[name]), float(last[f"{key}/{name}"])
@@ -336,6 +343,7 @@ def test_two_checkpoints_give_a_knn_column_and_undefined_correlations(
         [
             "compare",
             *map(str, digits_run.checkpoints[:2]),
+            "--trust-checkpoint",
             "--methods",
             "gradcam",
             "--metrics",
@@ -363,6 +371,7 @@ def test_report_writes_markdown_csv_html_with_best_per_column(
         [
             "report",
             str(digits_run.checkpoints[-1]),
+            "--trust-checkpoint",
             "--probe",
             str(digits_run.probe),
             "--methods",
