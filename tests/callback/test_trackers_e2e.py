@@ -120,3 +120,50 @@ def test_all_four_trackers_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     check_mlflow(loggers["mlflow"], tmp_path, steps=STEPS)
     check_csv(loggers["csv"], steps=STEPS)
     check_wandb(tmp_path, n_images=len(STEPS))
+
+
+def test_key_layout_puts_the_scores_first_in_each_tracker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With correlations asked for, they sit under their own prefix, after the scores: in MLflow's
+    metric list and in TensorBoard's tag groups; W&B keeps each score's best value by direction."""
+    for module in ("wandb", "tensorboard", "mlflow"):
+        pytest.importorskip(module)
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    loggers = make_loggers("lightning.pytorch", tmp_path)
+    knn = {"k": 3, "samples": 10, "queries": 6, "correlations": True}
+    cb = PairExplanationCallback(["gradcam"], knn=knn, **FAST)
+    tr = trainer(
+        callbacks=[cb], logger=list(loggers.values()), default_root_dir=tmp_path, max_epochs=3
+    )
+    tr.fit(make_module_class()())
+    run = loggers["wandb"].experiment
+    summary = {
+        k: {s: run.summary[k][s] for s in run.summary[k].keys()}
+        for k in ("explain/gradcam/insertion_simultaneous", "explain/gradcam/deletion_simultaneous")
+    }
+    run.finish()
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    keys = sorted(client.get_run(loggers["mlflow"].run_id).data.metrics)
+    explain = [k for k in keys if k.startswith("explain")]
+    first_corr = next(i for i, k in enumerate(explain) if k.startswith("explain_corr/"))
+    assert all(k.startswith("explain/") for k in explain[:first_corr])
+    assert all(k.startswith("explain_corr/") for k in explain[first_corr:])
+    assert "explain/gradcam/insertion_simultaneous" in explain[:first_corr]
+
+    acc = EventAccumulator(loggers["tensorboard"].log_dir)
+    acc.Reload()
+    groups = {tag.split("/")[0] for tag in acc.Tags()["scalars"] if tag.startswith("explain")}
+    assert groups == {"explain", "explain_corr"}
+
+    best = summary["explain/gradcam/insertion_simultaneous"]
+    worst = summary["explain/gradcam/deletion_simultaneous"]
+    assert set(best) == {"max"}  # higher is better: the run summary keeps the best, the max
+    assert set(worst) == {"min"}
+    assert 0.0 <= best["max"] <= 1.0 + 1e-6
