@@ -144,7 +144,7 @@ def test_key_layout_puts_the_scores_first_in_each_tracker(
     tr.fit(make_module_class()())
     run = loggers["wandb"].experiment
     summary = {
-        k: {s: run.summary[k][s] for s in run.summary[k].keys()}
+        k: {s: run.summary[k][s] for s in run.summary[k].keys()}  # noqa: SIM118 (a W&B SubDict)
         for k in ("explain/gradcam/insertion_simultaneous", "explain/gradcam/deletion_simultaneous")
     }
     run.finish()
