@@ -17,7 +17,6 @@ without the ``lightning`` package) and ``lightning_explain.pl.PairExplanationCal
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,12 +49,9 @@ from lightning_explain._lightning import (
 from lightning_explain._perf import check_autocast_dtype
 from lightning_explain.data.probe import ProbeSet
 from lightning_explain.data.sources import KNNSettings, ProbeSettings, ProbeSource
-from lightning_explain.diagnostics import dry_run_error
+from lightning_explain.diagnostics import diagnose, dry_run
 from lightning_explain.downstream import DownstreamPoint, ScoreHistory
-from lightning_explain.embedding import (
-    EmbeddingSpec,
-    check_embedding_spec,
-)
+from lightning_explain.embedding import EmbeddingSpec, check_embedding_spec
 from lightning_explain.evaluation import (
     DEFAULT_METHODS,
     MethodEntry,
@@ -65,7 +61,7 @@ from lightning_explain.evaluation import (
 )
 from lightning_explain.metrics import DEFAULT_METRICS
 from lightning_explain.metrics._registry import resolve_metrics
-from lightning_explain.publish import build_sinks, check_rendering, publish_evaluation
+from lightning_explain.publish import build_sinks, publish_evaluation
 from lightning_explain.similarity import SimilarityFn, SimilarityName, resolve_similarity
 
 if TYPE_CHECKING:
@@ -148,6 +144,7 @@ class PairExplanationLogic(_Base):
         self._model_class: str | None = None
         self._checked = False
         self._sinks: list[Any] | None = None
+        self._warned: set[str] = set()
 
     # ----------------------------------------------------------------------------------------------
     # Public API
@@ -405,38 +402,40 @@ class PairExplanationLogic(_Base):
     def _dry_run(
         self, trainer: Any, pl_module: Any, probe: ProbeSet, *, checked: bool = True
     ) -> None:
-        """Fail fast: run the whole evaluation (and the rendering) on one probe pair."""
-        one = probe.subset(1)
-        if one.knn is not None:  # a few kNN images check the kNN embedding, not the whole set
-            one = dataclasses.replace(one, knn=one.knn.subset(4, 2))
-        device = trainer_device(trainer, pl_module)
-        evaluation = self._evaluate(
-            pl_module, one, device=device, precision=trainer_precision(trainer)
+        """Fail fast: the whole evaluation (and the rendering) on one probe pair, then report the
+        layers and what looks wrong (see :func:`lightning_explain.diagnostics.dry_run`)."""
+        device, precision = trainer_device(trainer, pl_module), trainer_precision(trainer)
+        rank0 = bool(trainer.is_global_zero)
+        info, warnings = dry_run(
+            lambda p: self._evaluate(pl_module, p, device=device, precision=precision),
+            probe,
+            render=self.log_images and rank0,
+            report=rank0,
+            module=pl_module,
+            precision=precision,
+            device=device,
+            settings=self.probe_settings,
+            embedding=self.embedding,
+            knn_embedding=None if self.knn_settings is None else self.knn_settings.embedding,
+            specs=self._specs,
+            layer=self.layer,
+            metrics=self.metrics,
+            similarity=self.similarity,
+            owner=_OWNER,
         )
-        mean, std = self.probe_settings.display_stats(one)
-        context = {
-            "probe": probe,
-            "owner": _OWNER,
-            "module": pl_module,
-            "embedding": self.embedding,
-            "knn_embedding": None if self.knn_settings is None else self.knn_settings.embedding,
-            "specs": self._specs,
-            "layer": self.layer,
-            "metrics": self.metrics,
-            "mean": mean,
-            "std": std,
-        }
-        if evaluation.failures:
-            f = evaluation.failures[0]
-            raise dry_run_error(f.stage, f.message(), f.error, label=f.label, **context)
-        if self.log_images and trainer.is_global_zero:
-            failed = check_rendering(one, evaluation, mean=mean, std=std)
-            if failed is not None:
-                label, err = failed
-                what = f"rendering method {label!r} failed: {type(err).__name__}: {err}"
-                raise dry_run_error("render", what, err, **context) from err
+        if self.log_images and rank0:
             self._build_sinks(trainer)
+        for line in info:
+            rank_zero_info(f"`{_OWNER}`: {line}")
+        self._speak_up(warnings)
         self._checked = checked
+
+    def _speak_up(self, warnings: Mapping[str, str]) -> None:
+        """Warn about each kind of problem once per run (rank 0)."""
+        for kind, text in warnings.items():
+            if kind not in self._warned:
+                self._warned.add(kind)
+                rank_zero_warn(f"`{_OWNER}`: {text}")
 
     def _build_sinks(self, trainer: Any) -> list[Any]:
         if self._sinks is None:
@@ -509,6 +508,7 @@ class PairExplanationLogic(_Base):
             device=trainer_device(trainer, pl_module),
             precision=trainer_precision(trainer),
         )
+        self._speak_up(diagnose(evaluation, embedding=self.embedding))
         errors = [f.message() for f in evaluation.failures]
         cause = evaluation.failures[0].error if evaluation.failures else None
         scalars = evaluation.scalars(_PREFIX)
@@ -594,6 +594,7 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
     ``explain/<label>/<metric>``         scalar mean score over the probe pairs (monitorable)
     ``explain/sim``                      scalar mean similarity of the probe pairs
     ``explain/errors``                   scalar failures so far (``on_error="warn"``)
+    ``explain/<label>/degenerate_maps``  scalar maps that are all zero or constant (of ``2B``)
     ``explain/<label>/pairs``            image  x1 / heatmap 1 / x2 / heatmap 2 per pair, captioned
     ``explain/<label>/curves``           figure insertion/deletion curves (mean and band)
     ``explain/<label>/scores``           table  per-pair scores
@@ -607,15 +608,10 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
     (NaN when undefined). Images, figures and tables go through :mod:`lightning_explain.sinks`
     (W&B, TensorBoard, MLflow; PNG/CSV files under ``<log_dir>/explanations/`` otherwise).
 
-    Rank policy: global rank 0 explains the whole probe set with its unwrapped LightningModule,
-    renders and logs; the scalars reach every rank through one ``strategy.broadcast`` after the
-    guarded computation (no deadlock when rank 0 fails). FSDP and DeepSpeed are refused at setup.
-    To monitor a score with the default hook, use ``ModelCheckpoint(save_on_train_epoch_end=True)``.
-
-    Cost per probe pair: 2 forwards for ``explain/sim``, each method's cost
-    (``method_info(name).cost``; the default CAMs: 1 forward + 1 backward) and the metrics'
-    (default set: ``4 * n_steps + 2`` forwards, 130 at ``n_steps=32``); the dry run at fit start
-    costs the same for one pair.
+    Rank policy: global rank 0 explains and logs; one ``strategy.broadcast`` gives every rank the
+    scalars and the failures (FSDP and DeepSpeed are refused at setup). Cost per probe pair: 2
+    forwards, each method's cost (``method_info(name).cost``) and the metrics' (default set:
+    ``4 * n_steps + 2`` forwards); the dry run at fit start costs the same for one pair.
 
     Args:
         methods: explanation methods: names (see :func:`lightning_explain.list_methods`) or dicts
@@ -674,16 +670,6 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
             fit start, when the dry run fails (the message names the argument to fix) or the
             strategy is FSDP/DeepSpeed.
         TypeError: for arguments of the wrong type, or an option a method does not take.
-
-    Example::
-
-        from lightning.pytorch import Trainer
-        from lightning_explain import PairExplanationCallback
-
-        trainer = Trainer(max_epochs=100, callbacks=[
-            PairExplanationCallback(["gradcam", "interaction_cam"], embedding="backbone",
-                                    every_n_epochs=10),
-        ])
 
     References:
         [0] Sammani, Joukovsky & Deligiannis, "Visualizing and Understanding Contrastive

@@ -432,7 +432,12 @@ class ScoreHistory:
         scores: dict[str, float] = {}
         for key, value in scalars.items():
             parts = key.split("/")
-            if len(parts) == 3 and parts[0] == prefix and parts[1] in labels:
+            if (
+                len(parts) == 3
+                and parts[0] == prefix
+                and parts[1] in labels
+                and parts[2] != "degenerate_maps"
+            ):
                 scores[f"{parts[1]}/{parts[2]}"] = float(value)
         self.entries.append(
             {"step": step, "epoch": epoch, "knn_accuracy": float(accuracy), "scores": scores}

@@ -76,6 +76,10 @@ optional ``"label"`` (the name in logged keys)."""
 
 Stage = Literal["embedding", "knn", "method", "metrics"]
 
+DEGENERATE_SPAN = 1e-6
+"""Maps whose maximum minus minimum is at most this (maps are scaled to max 1) count as
+degenerate: all zero or constant."""
+
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
 """Label characters that no supported tracker rewrites (MLflow drops ``=`` and ``+``, TensorBoard
 turns them into ``_``), so distinct labels stay distinct keys everywhere."""
@@ -300,6 +304,15 @@ class MethodEvaluation:
         """The entry's label."""
         return self.spec.label
 
+    def degenerate(self) -> Tensor:
+        """``(B, 2)`` bool: which maps (``h1``, ``h2`` of each pair) are degenerate, i.e. all
+        zero or constant, so they rank no pixel above another and explain nothing."""
+        if self.explanation is None:
+            return torch.zeros(0, 2, dtype=torch.bool)
+        maps = torch.stack([self.explanation.h1, self.explanation.h2], dim=1).flatten(2)
+        span = maps.amax(dim=2) - maps.amin(dim=2)
+        return span <= DEGENERATE_SPAN
+
     def mean_scores(self) -> dict[str, float]:
         """Metric key -> mean over the pairs with a finite score (NaN when none)."""
         out: dict[str, float] = {}
@@ -320,12 +333,15 @@ class ProbeEvaluation:
             entry order.
         failures: what raised, with ``errors="collect"`` (empty otherwise).
         knn_accuracy: the kNN top-1 accuracy, when a kNN set was given.
+        zero_norm: how many pairs have an all-zero embedding on either side.
     """
 
     sim: Tensor | None
     methods: tuple[MethodEvaluation, ...] = ()
     failures: tuple[EvaluationFailure, ...] = ()
     knn_accuracy: float | None = None
+    zero_norm: int = 0
+    """Pairs with a zero-norm embedding (their cosine similarity is a meaningless 0)."""
 
     def __getitem__(self, label: str) -> MethodEvaluation:
         for m in self.methods:
@@ -341,8 +357,10 @@ class ProbeEvaluation:
         return [m.label for m in self.methods]
 
     def scalars(self, prefix: str = "explain") -> dict[str, float]:
-        """The summary scalars: ``<prefix>/sim`` (mean similarity), ``<prefix>/knn_accuracy``
-        and ``<prefix>/<label>/<metric>`` (mean score over the pairs)."""
+        """The summary scalars: ``<prefix>/sim`` (mean similarity), ``<prefix>/knn_accuracy``,
+        ``<prefix>/<label>/<metric>`` (mean score over the pairs) and
+        ``<prefix>/<label>/degenerate_maps`` (how many of the ``2B`` maps are all zero or
+        constant, see :meth:`MethodEvaluation.degenerate`)."""
         out: dict[str, float] = {}
         if self.sim is not None:
             out[f"{prefix}/sim"] = float(self.sim.double().mean())
@@ -351,6 +369,8 @@ class ProbeEvaluation:
         for m in self.methods:
             for key, value in m.mean_scores().items():
                 out[f"{prefix}/{m.label}/{key}"] = value
+            if m.explanation is not None:
+                out[f"{prefix}/{m.label}/degenerate_maps"] = float(m.degenerate().sum())
         return out
 
     def table(
@@ -537,6 +557,9 @@ def evaluate_probe(
                 z = ctx.embed(torch.cat([ctx.x1, ctx.x2]))
                 z1, z2 = z[: ctx.batch], z[ctx.batch :]
                 sim = ctx.similarity(z1, z2).detach().float()
+                zero = (torch.linalg.vector_norm(z1, dim=1) == 0) | (
+                    torch.linalg.vector_norm(z2, dim=1) == 0
+                )
         except Exception as err:
             collector.failed("embedding", "embedding", err)
             return ProbeEvaluation(None, (), tuple(collector.failures))
@@ -586,7 +609,9 @@ def evaluate_probe(
                 except Exception as err:
                     collector.failed("metrics", spec.label, err)
             results.append(MethodEvaluation(spec, options, explanation.to("cpu"), scores, curves))
-    return ProbeEvaluation(sim.cpu(), tuple(results), tuple(collector.failures), knn_accuracy)
+    return ProbeEvaluation(
+        sim.cpu(), tuple(results), tuple(collector.failures), knn_accuracy, int(zero.sum())
+    )
 
 
 def evaluate_module(

@@ -87,11 +87,15 @@ def caption(
     if step is not None:
         head += f" | step {step}"
     lines = [head + " | rows: x1, heatmap 1, x2, heatmap 2"]
+    flags = method.degenerate()
     for i in range(len(indices)):
         parts = [f"pair {i} (item {indices[i]})"]
         if sim is not None:
             parts.append(f"sim {float(sim[i]):.3f}")
         parts += [f"{short_key(k)} {float(v[i]):.3f}" for k, v in method.scores.items()]
+        if i < len(flags) and bool(flags[i].any()):
+            sides = " and ".join(f"h{j + 1}" for j in range(2) if bool(flags[i, j]))
+            parts.append(f"{sides} degenerate (all zero or constant: crossed out)")
         lines.append(", ".join(parts))
     return "\n".join(lines)
 
@@ -133,7 +137,17 @@ def render_method(
     if method.explanation is None:
         raise ValueError(f"method {method.label!r} has no explanation to render")
     e = method.explanation
-    grid = pair_grid(probe.x1, probe.x2, e.h1, e.h2, mean=mean, std=std, min_tile=min_tile)
+    marks = method.degenerate()
+    grid = pair_grid(
+        probe.x1,
+        probe.x2,
+        e.h1,
+        e.h2,
+        mean=mean,
+        std=std,
+        min_tile=min_tile,
+        marks=marks if bool(marks.any()) else None,
+    )
     text = caption(method, sim, probe.indices, epoch=epoch, step=step)
     figure = None
     if method.curves:

@@ -272,6 +272,30 @@ def _pair_tiles(
     return torch.stack(tiles, dim=1)
 
 
+def _mark(tiles: Tensor, marks: Tensor) -> Tensor:
+    """Red frame and diagonal cross on the overlay tiles (1 and 3) flagged in ``marks (B, 2)``."""
+    if marks.shape != (tiles.shape[0], 2):
+        raise ValueError(
+            f"`render.pair_grid`: expected `marks` of shape ({tiles.shape[0]}, 2), but got "
+            f"{tuple(marks.shape)}."
+        )
+    tiles = tiles.clone()
+    h, w = int(tiles.shape[-2]), int(tiles.shape[-1])
+    edge = max(1, min(h, w) // 24)
+    red = torch.tensor([1.0, 0.0, 0.0], device=tiles.device, dtype=tiles.dtype).view(3, 1, 1)
+    rows = torch.arange(h, device=tiles.device).view(-1, 1)
+    cols = torch.arange(w, device=tiles.device).view(1, -1)
+    frame = (rows < edge) | (rows >= h - edge) | (cols < edge) | (cols >= w - edge)
+    diag = ((rows * w - cols * h).abs() < edge * max(h, w)) | (
+        (rows * w - (w - 1 - cols) * h).abs() < edge * max(h, w)
+    )
+    paint = frame | diag
+    for b, side in marks.nonzero().tolist():
+        tile = tiles[b, 1 + 2 * side]
+        tiles[b, 1 + 2 * side] = torch.where(paint, red, tile)
+    return tiles
+
+
 def pair_grid(
     x1: Tensor,
     x2: Tensor,
@@ -285,6 +309,7 @@ def pair_grid(
     padding: int = 2,
     pad_value: float = 1.0,
     min_tile: int = 0,
+    marks: Tensor | None = None,
 ) -> Tensor:
     """One image of all probe pairs: a row per pair with image 1, overlay 1, image 2, overlay 2.
 
@@ -305,6 +330,8 @@ def pair_grid(
         min_tile: smallest tile side in pixels: smaller images are enlarged by an integer factor
             (images nearest-neighbour, heatmaps bilinearly) so that 32 px probes stay legible in
             tracker UIs. Default 0 (native size).
+        marks: ``(B, 2)`` bool: overlays to mark as not explanations (degenerate maps: all zero or
+            constant), drawn with a red frame and a diagonal cross. Default ``None``.
 
     Returns:
         ``(3, B * H' + (B + 1) * padding, 4 * W' + 5 * padding)`` uint8 tensor (CHW) on the CPU,
@@ -338,6 +365,8 @@ def pair_grid(
     tiles = _pair_tiles(
         x1, x2, h1, h2, mean=mean, std=std, cmap=cmap, alpha=alpha, owner="render.pair_grid"
     )
+    if marks is not None:
+        tiles = _mark(tiles, marks.to(tiles.device).bool())
     grid: Tensor = make_grid(
         tiles.flatten(0, 1), nrow=4, padding=padding, pad_value=float(pad_value)
     )

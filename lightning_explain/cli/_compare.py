@@ -386,6 +386,25 @@ def _engine_error(path: Path, evaluation: ProbeEvaluation, knn: _KNNPlan | None)
     raise err
 
 
+def _speak_up(
+    embed: Callable[[Tensor], Tensor],
+    setup: Setup,
+    probe: ProbeSet,
+    evaluation: ProbeEvaluation,
+    args: argparse.Namespace,
+) -> None:
+    """Report the layer of each class-activation method and warn about numbers that mean
+    nothing (saturated similarities, zero-norm embeddings, degenerate maps), on stderr."""
+    from lightning_explain.diagnostics import diagnose, layer_report
+
+    x1, x2 = probe.x1.to(setup.device), probe.x2.to(setup.device)
+    info, warnings = layer_report(embed, setup.specs, setup.layer, x1, x2)
+    for line in info:
+        log(f"    {line}")
+    for text in [*warnings, *diagnose(evaluation, embedding=args.embedding or "forward").values()]:
+        log(f"    warning: {text}")
+
+
 def _explain_checkpoint(
     args: argparse.Namespace,
     setup: Setup,
@@ -449,6 +468,7 @@ def _explain_checkpoint(
         owner="lightning-explain",
     )
     _engine_error(path, evaluation, knn)
+    _speak_up(embed, setup, probe, evaluation, args)
     result = CheckpointResult(knn_accuracy=evaluation.knn_accuracy)
     if evaluation.sim is not None:
         result.sim = [float(v) for v in evaluation.sim]

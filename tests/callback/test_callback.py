@@ -300,6 +300,7 @@ def test_embedding_forms(tmp_path: Path, embedding: str) -> None:
         "explain/sim",
         "explain/input_x_gradient/insertion_simultaneous",
         "explain/input_x_gradient/deletion_simultaneous",
+        "explain/input_x_gradient/degenerate_maps",
     }
     assert all(torch.isfinite(torch.tensor(v)) for v in scores.values())
     assert all(m.training for m in model.modules())  # modes restored
