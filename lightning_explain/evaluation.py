@@ -341,7 +341,6 @@ class ProbeEvaluation:
     failures: tuple[EvaluationFailure, ...] = ()
     knn_accuracy: float | None = None
     zero_norm: int = 0
-    """Pairs with a zero-norm embedding (their cosine similarity is a meaningless 0)."""
 
     def __getitem__(self, label: str) -> MethodEvaluation:
         for m in self.methods:
