@@ -21,6 +21,7 @@ __all__ = [
     "callback_base",
     "check_strategy",
     "default_namespace",
+    "gather_objects",
     "has_lightning",
     "import_namespace",
     "resolve_dotted",
@@ -198,3 +199,15 @@ def saved_state(
     if len(found) > 1:
         found = [(k, v) for k, v in found if v.get("config_hash") == config_hash]
     return found[0] if len(found) == 1 else None
+
+
+def gather_objects(obj: Any, *, rank: int, world_size: int) -> list[Any]:
+    """``obj`` of every rank, in rank order, on rank 0 (``[]`` elsewhere); a collective: every
+    rank of the default process group must call it. With one process: ``[obj]``."""
+    import torch.distributed as dist
+
+    if world_size < 2 or not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return list(out) if out is not None else []

@@ -57,6 +57,7 @@ from lightning_explain.evaluation import (
     MethodEntry,
     ProbeEvaluation,
     evaluate_module,
+    evaluate_sharded,
     parse_methods,
 )
 from lightning_explain.metrics import DEFAULT_METRICS
@@ -467,13 +468,14 @@ class PairExplanationLogic(_Base):
         step, epoch = int(trainer.global_step), int(trainer.current_epoch)
         payload: dict[str, Any] = {"scalars": {}, "errors": []}
         cause: BaseException | None = None
-        if trainer.is_global_zero:
+        evaluation = self._evaluate_sharded(trainer, pl_module, probe)  # every rank: its pairs
+        if evaluation is not None:  # rank 0
             try:
-                payload, cause = self._compute_and_log(trainer, pl_module, probe, step, epoch)
+                payload, cause = self._compute_and_log(trainer, probe, evaluation, step, epoch)
             except Exception as err:  # a bug must not leave the other ranks waiting
                 payload = {"scalars": {}, "errors": [f"{type(err).__name__}: {err}"]}
                 cause = err
-        # The only collective of an evaluation, reached by every rank.
+        # Reached by every rank: the outcome of the evaluation, the same everywhere.
         payload = trainer.strategy.broadcast(payload, src=0)
         errors: list[str] = list(payload["errors"])
         scalars: dict[str, float] = dict(payload["scalars"])
@@ -497,17 +499,24 @@ class PairExplanationLogic(_Base):
                 f"step {step}: " + "; ".join(errors)
             ) from cause
 
-    def _compute_and_log(
-        self, trainer: Any, pl_module: Any, probe: ProbeSet, step: int, epoch: int
-    ) -> tuple[dict[str, Any], BaseException | None]:
-        """Rank 0: evaluate, then (unless it failed and ``on_error="raise"``) log the scalars to
-        every logger and the pictures to the sinks. Nothing raises: failures become messages."""
-        evaluation = self._evaluate(
-            pl_module,
+    def _evaluate_sharded(
+        self, trainer: Any, pl_module: Any, probe: ProbeSet
+    ) -> ProbeEvaluation | None:
+        """Every rank explains and scores its share of the pairs; rank 0 gets the whole
+        evaluation, the others ``None`` (:func:`lightning_explain.evaluation.evaluate_sharded`)."""
+        device, precision = trainer_device(trainer, pl_module), trainer_precision(trainer)
+        return evaluate_sharded(
+            lambda part: self._evaluate(pl_module, part, device=device, precision=precision),
             probe,
-            device=trainer_device(trainer, pl_module),
-            precision=trainer_precision(trainer),
+            rank=int(trainer.global_rank),
+            world_size=int(trainer.world_size),
         )
+
+    def _compute_and_log(
+        self, trainer: Any, probe: ProbeSet, evaluation: ProbeEvaluation, step: int, epoch: int
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Rank 0: unless the evaluation failed and ``on_error="raise"``, log the scalars to
+        every logger and the pictures to the sinks. Nothing raises: failures become messages."""
         self._speak_up(diagnose(evaluation, embedding=self.embedding))
         errors = [f.message() for f in evaluation.failures]
         cause = evaluation.failures[0].error if evaluation.failures else None
@@ -608,8 +617,9 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
     (NaN when undefined). Images, figures and tables go through :mod:`lightning_explain.sinks`
     (W&B, TensorBoard, MLflow; PNG/CSV files under ``<log_dir>/explanations/`` otherwise).
 
-    Rank policy: global rank 0 explains and logs; one ``strategy.broadcast`` gives every rank the
-    scalars and the failures (FSDP and DeepSpeed are refused at setup). Cost per probe pair: 2
+    Rank policy: under DDP every rank explains and scores its share of the probe pairs, rank 0
+    gathers, renders and logs, and one ``strategy.broadcast`` gives every rank the scalars and the
+    failures (FSDP and DeepSpeed are refused at setup). Cost per probe pair: 2
     forwards, each method's cost (``method_info(name).cost``) and the metrics' (default set:
     ``4 * n_steps + 2`` forwards); the dry run at fit start costs the same for one pair.
 

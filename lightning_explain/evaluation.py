@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -62,8 +62,10 @@ __all__ = [
     "ProbeEvaluation",
     "evaluate_module",
     "evaluate_probe",
+    "evaluate_sharded",
     "method_options",
     "parse_methods",
+    "portable",
 ]
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "interaction_cam")
@@ -74,7 +76,7 @@ MethodEntry = Union[str, Mapping[str, Any]]
 """A method name (``"gradcam"``) or a mapping ``{"name": ..., <option>: <value>, ...}`` with an
 optional ``"label"`` (the name in logged keys)."""
 
-Stage = Literal["embedding", "knn", "method", "metrics"]
+Stage = Literal["embedding", "knn", "method", "metrics", "evaluation"]
 
 DEGENERATE_SPAN = 1e-6
 """Maps whose maximum minus minimum is at most this (maps are scaled to max 1) count as
@@ -258,8 +260,9 @@ class EvaluationFailure:
     """One part of an evaluation that raised (collected with ``errors="collect"``).
 
     Attributes:
-        stage: ``"embedding"`` (the intact pairs), ``"knn"``, ``"method"`` (the explanation) or
-            ``"metrics"`` (scoring it).
+        stage: ``"embedding"`` (the intact pairs), ``"knn"``, ``"method"`` (the explanation),
+            ``"metrics"`` (scoring it) or ``"evaluation"`` (anything else, on one rank's share of
+            the pairs: :func:`evaluate_sharded`).
         label: the method label (or the stage name for ``embedding``/``knn``).
         error: the exception.
     """
@@ -275,6 +278,7 @@ class EvaluationFailure:
             "method": f"explaining with method {self.label!r}",
             "metrics": f"scoring method {self.label!r}",
             "knn": "computing the kNN accuracy",
+            "evaluation": f"evaluating the probe pairs ({self.label})",
         }[self.stage]
         return f"{where} failed: {type(self.error).__name__}: {self.error}"
 
@@ -387,6 +391,51 @@ class ProbeEvaluation:
             sim = math.nan if self.sim is None else float(self.sim[i])
             rows.append([i, item, sim, *(float(m.scores[k][i]) for k in keys)])
         return ["pair", "item", "sim", *keys], rows
+
+    @staticmethod
+    def concat(parts: Sequence[ProbeEvaluation]) -> ProbeEvaluation:
+        """The evaluation of the concatenated pair sets of ``parts`` (e.g. the shards of several
+        ranks, in rank order): similarities, maps, scores and curves concatenated along the pairs.
+
+        A method is kept only when every part that evaluated any pair has it (a method that failed
+        on one shard is reported by that shard's failure); parts without pairs (``sim`` with 0
+        entries, or ``None`` after an embedding failure) add only their failures. The kNN
+        accuracy is the first part's that has one.
+        """
+        full = [p for p in parts if p.sim is not None and p.sim.numel() > 0]
+        failures = tuple(f for p in parts for f in p.failures)
+        knn = next((p.knn_accuracy for p in parts if p.knn_accuracy is not None), None)
+        if not full:
+            return ProbeEvaluation(None, (), failures, knn)
+        methods: list[MethodEvaluation] = []
+        for first in full[0].methods:
+            found = [next((m for m in p.methods if m.label == first.label), None) for p in full]
+            pieces = [m for m in found if m is not None]
+            if len(pieces) != len(full):
+                continue
+            keys = [k for k in first.scores if all(k in m.scores for m in pieces)]
+            curve_keys = [k for k in first.curves if all(k in m.curves for m in pieces)]
+            maps = [m.explanation for m in pieces if m.explanation is not None]
+            explanation = (
+                PairExplanation(
+                    torch.cat([e.h1 for e in maps]),
+                    torch.cat([e.h2 for e in maps]),
+                    torch.cat([e.sim for e in maps]),
+                )
+                if len(maps) == len(pieces)
+                else None
+            )
+            methods.append(
+                MethodEvaluation(
+                    first.spec,
+                    first.options,
+                    explanation,
+                    {k: torch.cat([m.scores[k] for m in pieces]) for k in keys},
+                    {k: torch.cat([m.curves[k] for m in pieces]) for k in curve_keys},
+                )
+            )
+        sim = torch.cat([p.sim for p in full if p.sim is not None])
+        return ProbeEvaluation(sim, tuple(methods), failures, knn, sum(p.zero_norm for p in parts))
 
     def raise_on_failure(self, owner: str = "evaluate_probe") -> None:
         """Raise a ``RuntimeError`` (from the first failure) if anything failed."""
@@ -693,3 +742,52 @@ def evaluate_module(
     if failures:
         evaluation = dataclasses.replace(evaluation, failures=(*failures, *evaluation.failures))
     return evaluation
+
+
+def portable(evaluation: ProbeEvaluation) -> ProbeEvaluation:
+    """``evaluation`` with every failure's exception replaced by a ``RuntimeError`` of the same
+    text when it cannot be pickled, so that it can travel between processes."""
+    import pickle
+
+    failures = []
+    for f in evaluation.failures:
+        try:
+            pickle.dumps(f.error)
+            failures.append(f)
+        except Exception:
+            error = RuntimeError(f"{type(f.error).__name__}: {f.error}")
+            failures.append(EvaluationFailure(f.stage, f.label, error))
+    return dataclasses.replace(evaluation, failures=tuple(failures))
+
+
+def evaluate_sharded(
+    evaluate: Callable[[ProbeSet], ProbeEvaluation],
+    probe: ProbeSet,
+    *,
+    rank: int,
+    world_size: int,
+) -> ProbeEvaluation | None:
+    """Explain and score a probe set across the ranks of a process group: every rank calls this,
+    evaluates its contiguous share (:meth:`ProbeSet.shard`; rank 0 also gets the kNN set), and
+    rank 0 returns the concatenation (:meth:`ProbeEvaluation.concat`), which equals one
+    process's evaluation of the whole set within float tolerance for the deterministic methods
+    (stochastic ones draw their randomness per call, i.e. per shard). Other ranks return ``None``.
+    A single process (``world_size < 2``) evaluates the whole set and returns it.
+
+    A collective (``torch.distributed.gather_object``): every rank must call it. Failures are
+    collected, never raised, so that no rank is left waiting.
+    """
+    from lightning_explain._lightning import gather_objects
+
+    shard = probe.shard(rank, world_size) if world_size > 1 else probe
+    if rank == 0:
+        shard = dataclasses.replace(shard, knn=probe.knn)
+    try:
+        part = evaluate(shard) if len(shard) else ProbeEvaluation(torch.zeros(0))
+    except Exception as err:  # every rank must reach the gather
+        where = f"rank {rank}" if world_size > 1 else "all pairs"
+        part = ProbeEvaluation(None, failures=(EvaluationFailure("evaluation", where, err),))
+    if world_size < 2:
+        return part
+    parts = gather_objects(portable(part), rank=rank, world_size=world_size)
+    return ProbeEvaluation.concat(parts) if rank == 0 else None

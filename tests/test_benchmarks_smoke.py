@@ -89,3 +89,12 @@ def test_scripts_run_from_any_folder_without_pythonpath(tmp_path: Path):
         proc = run_script(name, "--help", cwd=tmp_path, pythonpath=False)
         assert proc.returncode == 0, proc.stderr
         assert "--smoke" in proc.stdout, proc.stdout
+
+
+def test_bench_ddp_smoke():
+    proc = run_script("bench_ddp.py")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for devices in (1, 2):
+        assert re.search(rf"^{devices} process\(es\): one evaluation \d+\.\d+ s", out, re.M), out
+    assert re.search(r"^speed-up with 2 processes: \d+\.\d+x", out, re.M), out

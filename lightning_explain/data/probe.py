@@ -35,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -158,6 +159,31 @@ class ProbeSet:
             config_hash=self.config_hash,
             extra=dict(self.extra),
             knn=self.knn,
+        )
+
+    def shard(self, rank: int, world_size: int) -> ProbeSet:
+        """The ``rank``-th of ``world_size`` contiguous, near-equal parts of the pairs (earlier
+        parts take one pair more when the count does not divide), without the kNN set; the parts
+        of ranks ``0 .. world_size - 1`` concatenated are the whole set, in order. A part may be
+        empty when there are fewer pairs than ranks (then ``x1`` has 0 rows).
+
+        Example:
+            >>> import torch
+            >>> p = ProbeSet(torch.rand(5, 3, 4, 4), torch.rand(5, 3, 4, 4), (0, 1, 2, 3, 4), 0, "dataset", "x")
+            >>> [p.shard(r, 2).indices for r in range(2)]
+            [(0, 1, 2), (3, 4)]
+        """
+        n = len(self)
+        base, extra = divmod(n, world_size)
+        start = rank * base + min(rank, extra)
+        stop = start + base + (1 if rank < extra else 0)
+        return dataclasses.replace(
+            self,
+            x1=self.x1[start:stop],
+            x2=self.x2[start:stop],
+            indices=self.indices[start:stop],
+            extra=dict(self.extra),
+            knn=None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -39,6 +39,18 @@ def main(root: Path, mode: str = "normal") -> None:
 
     sinks.FileSink.log_image = recording  # type: ignore[method-assign]
 
+    import lightning_explain.callback as callback_module
+
+    evaluate = callback_module.evaluate_module
+
+    def spying(module: Any, pairs: Any, *args: Any, **kwargs: Any) -> Any:
+        rank = getattr(rank_zero_only, "rank", 0)
+        with open(root / f"pairs_rank{rank}.txt", "a") as f:
+            f.write(" ".join(map(str, pairs.indices)) + "\n")
+        return evaluate(module, pairs, *args, **kwargs)
+
+    callback_module.evaluate_module = spying  # type: ignore[assignment]
+
     L.seed_everything(0)
     model = make_module_class()(n=16, batch_size=4)
     on_error = "raise" if mode == "sink_fails" else "warn"

@@ -49,6 +49,13 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     assert m0["explain/errors"] == 0.0
     assert "explain/gradcam/insertion_simultaneous" in m0
 
+    # Sharded: after the one-pair dry runs, each rank explained its own half of the pairs.
+    probe = torch.load(tmp_path / "probe.pt", weights_only=True)
+    first, second = (int(i) for i in probe["indices"])
+    lines = {r: (tmp_path / f"pairs_rank{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)}
+    assert lines[0][1:] == [str(first), str(first)]  # two evaluations: pair 0 on rank 0
+    assert lines[1][1:] == [str(second), str(second)]  # and pair 1 on rank 1
+
     # Equal to one process evaluating rank 0's final weights on the same probe set.
     model = make_module_class()(n=16, batch_size=4)
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
