@@ -124,7 +124,7 @@ def diagnose(evaluation: ProbeEvaluation, *, embedding: object = "forward") -> d
 
     Example:
         >>> import torch
-        >>> print(diagnose(ProbeEvaluation(torch.tensor([0.9995, 0.9999])))["saturated"][:61])
+        >>> print(diagnose(ProbeEvaluation(torch.tensor([0.9995, 0.9999])))["saturated"][:62])
         every probe pair has a similarity above 0.99 (0.9995 to 0.9999
     """
     out: dict[str, str] = {}

@@ -559,7 +559,7 @@ def evaluate_probe(
         >>> x1, x2 = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
         >>> result = evaluate_probe(net, (x1, x2), ["gradcam"], ["insertion_simultaneous"], n_steps=8)
         >>> sorted(result.scalars())
-        ['explain/gradcam/insertion_simultaneous', 'explain/sim']
+        ['explain/gradcam/degenerate_maps', 'explain/gradcam/insertion_simultaneous', 'explain/sim']
     """
     if not callable(model):
         raise TypeError(
