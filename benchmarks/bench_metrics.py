@@ -66,9 +66,10 @@ def naive_scores(
     net: nn.Module, x1: Tensor, x2: Tensor, h1: Tensor, h2: Tensor, n_steps: int
 ) -> dict[str, Tensor]:
     """Per pair, per step, batch-1 forwards: the loop the batched engine replaces."""
-    from lightning_explain._core import gaussian_blur
+    from lightning_explain._core import gaussian_blur, relative_blur
 
     b, c, height, width = x1.shape
+    kernel, sigma = relative_blur(min(height, width))  # the 224 px k=11, sigma=5, scaled
     k = math.ceil(height * width / n_steps)
     out: dict[str, list[float]] = {key: [] for key in KEYS}
     with torch.inference_mode():
@@ -83,7 +84,7 @@ def naive_scores(
                 imgs = []
                 for x in (x1[p], x2[p]):
                     if kind == "insertion":
-                        imgs.append((gaussian_blur(x.unsqueeze(0))[0], x))
+                        imgs.append((gaussian_blur(x.unsqueeze(0), kernel, sigma)[0], x))
                     else:
                         imgs.append((x, torch.zeros_like(x)))
                 for t in range(n_steps + 1):

@@ -92,6 +92,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-steps", type=int, default=32, help="insertion/deletion steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-dashboard", action="store_true")
+    p.add_argument(
+        "--no-live-dashboard",
+        action="store_true",
+        help="do not rewrite OUT/live/index.html after every epoch's evaluation",
+    )
     p.add_argument("--knn-k", type=int, default=200, help="neighbours of the online kNN probe")
     p.add_argument("--knn-temperature", type=float, default=0.1)
     p.add_argument("--knn-samples", type=int, default=512, help="kNN bank images (training set)")
@@ -130,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         n_steps=args.n_steps,
         embedding="embed",
         seed=args.seed,
+        # The live dashboard: open OUT/live/index.html while the run trains; it reloads itself.
+        dashboard_dir=None if args.no_live_dashboard else out / "live",
     )
+    if explainer.dashboard_dir is not None:
+        print(
+            f"Live dashboard (after the first epoch): {explainer.dashboard_dir.resolve()}/index.html"
+        )
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="epoch={epoch:02d}",
@@ -185,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         code = cli_main(["report", str(ckpts[-1]), *shared, "--out", str(report)])
         if code != 0:
             return code
-    _summary(out, args.logger, ckpts, probe, dashboard, report)
+    _summary(out, args.logger, ckpts, probe, dashboard, report, explainer.dashboard_dir)
     return 0
 
 
@@ -211,6 +222,7 @@ def _summary(
     probe: Path,
     dashboard: Path | None,
     report: Path | None = None,
+    live: Path | None = None,
 ) -> None:
     root = out.resolve()
     lines = ["", "Where everything is:"]
@@ -236,6 +248,8 @@ def _summary(
     if dashboard is not None:
         lines.append(f"  dashboard          {dashboard.resolve() / 'index.html'}")
         lines.append("                     open it in a browser from disk (no server, no network)")
+    if live is not None:
+        lines.append(f"  live dashboard     {live.resolve() / 'index.html'} (one step per epoch)")
     if report is not None:
         lines.append(f"  report tables      {report.resolve()}/report.{{md,csv,html}}")
     print("\n".join(lines))

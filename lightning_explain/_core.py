@@ -15,6 +15,7 @@ activations, so parameter ``.grad`` buffers are never written.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,11 +33,14 @@ from lightning_explain._perf import (
     BYTES_PER_INPUT_BYTE,
     auto_batch_size,
     autocast_forward,
+    tuned_batch_size,
+    tuning_enabled,
 )
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.similarity import SimilarityFn, resolve_similarity
 
 __all__ = [
+    "REFERENCE_SIZE",
     "Model",
     "PairContext",
     "check_batch_size",
@@ -49,6 +53,8 @@ __all__ = [
     "gaussian_blur",
     "guided_relu",
     "pair_context",
+    "relative_blur",
+    "relative_pixels",
     "removable_hooks",
     "upsample_maps",
 ]
@@ -240,6 +246,53 @@ def gaussian_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tenso
     return y.squeeze(1) if squeeze else y
 
 
+REFERENCE_SIZE = 224
+"""The image side the paper's pixel sizes are given for (its ``224 x 224`` inputs). Defaults in
+pixels are scaled from it by the input's shorter side (:func:`relative_pixels`,
+:func:`relative_blur`)."""
+
+
+def relative_pixels(
+    pixels: float, side: int, *, minimum: int = 1, reference: int = REFERENCE_SIZE
+) -> int:
+    """A length of ``pixels`` at ``reference`` px, scaled to an image whose shorter side is ``side``.
+
+    ``max(minimum, round(pixels * side / reference))``; exactly ``pixels`` (when an int) at
+    ``side == reference``.
+
+    Example:
+        >>> relative_pixels(64, 224), relative_pixels(64, 32, minimum=4), relative_pixels(8, 64)
+        (64, 9, 2)
+    """
+    return max(minimum, round(pixels * side / reference))
+
+
+def relative_blur(
+    side: int,
+    *,
+    kernel: int = 11,
+    sigma: float = 5.0,
+    reference: int = REFERENCE_SIZE,
+    minimum: int = 3,
+) -> tuple[int, float]:
+    """The Gaussian blur ``(kernel, sigma)`` given for ``reference`` px, scaled to ``side`` px.
+
+    The kernel is ``kernel * side / reference`` rounded to the nearest odd integer (half-way
+    between two, the larger), at least
+    ``minimum`` (and at most ``2 * side - 1``, the largest that reflect padding allows); sigma is
+    ``sigma * side / reference``. At ``side == reference`` both are returned unchanged, so
+    the paper's ``k=11, sigma=5`` at 224 px stays bitwise the same.
+
+    Example:
+        >>> relative_blur(224), relative_blur(64), relative_blur(32)
+        ((11, 5.0), (3, 1.4285714285714286), (3, 0.7142857142857143))
+    """
+    if side == reference:
+        return min(kernel, max(1, 2 * side - 1)), sigma
+    odd = 2 * math.floor(kernel * side / reference / 2) + 1  # the nearest odd size, ties up
+    return min(max(minimum, odd), max(1, 2 * side - 1)), sigma * side / reference
+
+
 def upsample_maps(h: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinearly upsample ``(B, h, w)`` maps to ``(B, H, W)``; no-op at the right size."""
     if tuple(h.shape[-2:]) == tuple(size):
@@ -330,16 +383,24 @@ class PairContext:
 
         The default is :func:`lightning_explain._perf.auto_batch_size` (CUDA: from the free
         memory, at most 1024; CPU: a 256 MiB activation budget, at most 256), with a doubled
-        activation estimate for chunks that also run a backward pass (``autograd=True``).
+        activation estimate for chunks that also run a backward pass (``autograd=True``). Inside
+        :func:`lightning_explain._perf.chunk_tuning` that bound is only the upper limit: the chunk
+        is measured for this model by :func:`lightning_explain._perf.tuned_batch_size`.
         """
         if batch_size is not None:
             return batch_size
         per_byte = AUTOGRAD_BYTES_PER_INPUT_BYTE if autograd else BYTES_PER_INPUT_BYTE
-        return auto_batch_size(
+        cap = auto_batch_size(
             self.device,
             tuple(self.x1.shape[1:]),
             dtype=self.x1.dtype,
             bytes_per_input_byte=per_byte,
+        )
+        if not tuning_enabled():
+            return cap
+        key = self.modules[0] if self.modules else self.model
+        return tuned_batch_size(
+            self.embed, torch.cat([self.x1, self.x2]), cap=cap, autograd=autograd, key=key
         )
 
     def generator(self, seed: int) -> torch.Generator:

@@ -12,11 +12,22 @@ masks. :func:`auto_batch_size` picks that chunk from the memory the device has f
   outgrow the caches runs slower per image (ResNet-18 on 2 cores: 224 px images take 22 ms each
   in chunks of 4 and 33 ms in chunks of 256; 32 px images are fastest in chunks of 128-256; see
   ``docs/performance.md``). It gives 256 images at 32 px, 85 at 64 px and 6 at 224 px.
+
+The memory bound says nothing about speed: a small CNN at 32 px runs fastest in chunks far below
+256 on a CPU, and a large model at 224 px runs faster per image in larger chunks on a GPU. Inside
+:func:`chunk_tuning` (the evaluation engine, hence the callback and the CLI, turn it on) the
+default chunk is instead *measured* for the actual model, image shape, dtype and device:
+:func:`tuned_batch_size` times forwards of the images at hand in chunks from the memory bound
+down through the powers of two below it and keeps the fastest per image, at most
+:data:`TUNE_BUDGET_S` seconds of probing, once per model, shape, dtype, device and pass kind
+(cached for the life of the model object).
 """
 
 from __future__ import annotations
 
 import math
+import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,9 +44,12 @@ __all__ = [
     "CPU_CAP",
     "CUDA_CAP",
     "CUDA_FREE_FRACTION",
+    "TUNE_BUDGET_S",
     "auto_batch_size",
     "autocast_dtype",
+    "chunk_tuning",
     "perturbation_autocast",
+    "tuned_batch_size",
 ]
 
 CUDA_CAP = 1024
@@ -132,6 +146,155 @@ def auto_batch_size(
         budget = CPU_BUDGET_BYTES
         limit = CPU_CAP if cap is None else cap
     return int(max(1, min(limit, budget // per_image)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Chunks measured for the model at hand
+
+TUNE_BUDGET_S = 1.0
+"""Most seconds one :func:`tuned_batch_size` probe spends timing candidate chunks."""
+
+_TUNE_NEAR = 1.05
+"""A smaller chunk within this factor of the fastest per-image time is preferred (less memory)."""
+
+_TUNE_STOP = 1.25
+"""Probing stops once a chunk is this factor slower per image than the best, past the best."""
+
+_TUNING: ContextVar[bool] = ContextVar("lightning_explain_chunk_tuning", default=False)
+
+_TUNED: weakref.WeakKeyDictionary[object, dict[tuple[object, ...], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextmanager
+def chunk_tuning(enabled: bool = True) -> Iterator[None]:
+    """Measure the default chunk of every method and metric called inside (``batch_size=None``).
+
+    Inside this context a method or metric whose ``batch_size`` is ``None`` runs its forwards in
+    chunks of :func:`tuned_batch_size` images (measured once per model, image shape, dtype,
+    device and pass kind, then cached) instead of the memory bound of :func:`auto_batch_size`,
+    which stays the upper limit. :func:`lightning_explain.evaluate_probe` (and so the callback and
+    the CLI) runs inside it unless called with ``tune_chunks=False``. Chunk sizes change results
+    only by float rounding (about 1e-7), never the images that are forwarded.
+
+    Args:
+        enabled: ``False`` switches tuning off inside the context.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lightning_explain import explain
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> x1, x2 = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+        >>> with chunk_tuning():
+        ...     e = explain(net, x1, x2, method="rise", n_masks=64)
+        >>> e.h1.shape
+        torch.Size([2, 16, 16])
+    """
+    token = _TUNING.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _TUNING.reset(token)
+
+
+def tuning_enabled() -> bool:
+    """Whether the enclosing :func:`chunk_tuning` is on."""
+    return _TUNING.get()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_chunk(forward: Callable[[Tensor], Tensor], x: Tensor, *, autograd: bool) -> float:
+    """Seconds of one forward (and, with ``autograd``, one input-gradient backward) of ``x``."""
+    _sync(x.device)
+    start = time.perf_counter()
+    if autograd:
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            z = forward(leaf)
+            torch.autograd.grad(z.float().sum(), leaf)
+    else:
+        with torch.inference_mode():
+            forward(x)
+    _sync(x.device)
+    return time.perf_counter() - start
+
+
+def tuned_batch_size(
+    forward: Callable[[Tensor], Tensor],
+    images: Tensor,
+    *,
+    cap: int,
+    autograd: bool = False,
+    key: object = None,
+    budget_s: float = TUNE_BUDGET_S,
+) -> int:
+    """The chunk size, at most ``cap``, at which ``forward`` runs fastest per image.
+
+    Candidates are ``cap`` and the powers of two below it, tried from the largest down; each is
+    run once to warm up and timed twice (the faster run counts), on copies of ``images`` (cycled
+    to the chunk size, so no random numbers are drawn). Probing stops once a chunk is 1.25x
+    slower per image than the fastest so far, or when ``budget_s`` is spent; the smallest
+    candidate within 5% of the fastest wins. Trying the largest chunk first means that an
+    exhausted budget (a slow model, a loaded machine) leaves the memory bound, the default
+    without tuning. The result
+    is cached under ``key`` (held weakly, e.g. the model module) for the shape, dtype and device of
+    ``images``, the pass kind and the enclosing :func:`perturbation_autocast`; ``key=None`` caches
+    nothing. A probe that raises (e.g. out of memory) keeps the best chunk measured before it, or
+    ``cap`` when there is none, and is not cached.
+
+    Args:
+        forward: ``(N, C, H, W)`` images -> ``(N, D)`` embeddings.
+        images: ``(B, C, H, W)`` example images, on the device the forwards run on.
+        cap: the largest chunk (the memory bound, e.g. :func:`auto_batch_size`).
+        autograd: time a forward and a backward to the inputs (gradient methods) instead of a
+            forward under ``torch.inference_mode``.
+        key: the object the result is cached for (weakly referenced), or ``None``.
+        budget_s: most seconds spent timing.
+
+    Returns:
+        An int in ``[1, cap]``.
+    """
+    cap = max(1, int(cap))
+    dtype = autocast_dtype()
+    slot = (tuple(images.shape[1:]), images.dtype, str(images.device), bool(autograd), dtype)
+    if key is not None:
+        try:
+            cached = _TUNED.get(key, {}).get(slot)
+        except TypeError:  # not weakly referenceable: tune every time
+            key, cached = None, None
+        if cached is not None:
+            return min(cap, cached)
+    run = forward if autograd or dtype is None else (lambda x: autocast_forward(forward, x))
+    candidates = sorted(
+        {*(2**i for i in range(cap.bit_length()) if 2**i <= cap), cap}, reverse=True
+    )
+    per_image: dict[int, float] = {}
+    spent, failed = 0.0, False
+    for size in candidates:
+        batch = images[torch.arange(size, device=images.device) % images.shape[0]]
+        try:
+            times = [_time_chunk(run, batch, autograd=autograd) for _ in range(3)]
+        except Exception:
+            failed = True
+            break
+        spent += sum(times)
+        per_image[size] = min(times[1:]) / size
+        best = min(per_image, key=per_image.__getitem__)
+        if spent > budget_s or per_image[size] > _TUNE_STOP * per_image[best]:
+            break
+    if not per_image:
+        return cap
+    fastest = min(per_image.values())
+    chosen = min(s for s, t in per_image.items() if t <= _TUNE_NEAR * fastest)
+    if key is not None and not failed:
+        _TUNED.setdefault(key, {})[slot] = chosen
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------------

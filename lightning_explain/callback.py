@@ -47,6 +47,7 @@ from lightning_explain._lightning import (
     trainer_stage,
 )
 from lightning_explain._perf import check_autocast_dtype
+from lightning_explain.dashboard import LiveDashboard, check_dashboard_dir, update_live_dashboard
 from lightning_explain.data.probe import ProbeSet
 from lightning_explain.data.sources import KNNSettings, ProbeSettings, ProbeSource
 from lightning_explain.diagnostics import diagnose, dry_run
@@ -58,6 +59,7 @@ from lightning_explain.evaluation import (
     ProbeEvaluation,
     evaluate_module,
     evaluate_sharded,
+    parse_interactions,
     parse_methods,
 )
 from lightning_explain.metrics import DEFAULT_METRICS
@@ -105,9 +107,13 @@ class PairExplanationLogic(_Base):
         autocast: str | None = None,
         log_images: bool = True,
         on_error: OnError = "warn",
+        dashboard_dir: Union[str, os.PathLike[str], None] = None,
+        interactions: Sequence[MethodEntry] | None = None,
     ) -> None:
         super().__init__()
         self._specs = parse_methods(methods, owner=_OWNER)
+        self._interactions = parse_interactions(interactions, owner=_OWNER)
+        self.interactions = [s.label for s in self._interactions]
         self.methods = [s.label for s in self._specs]
         self.metrics = None if metrics is None else resolve_metrics(metrics, owner=_OWNER)
         self.probe_settings = ProbeSettings.coerce(
@@ -128,6 +134,8 @@ class PairExplanationLogic(_Base):
         self.autocast = autocast
         self.log_images = check_bool(log_images, name="log_images", owner=_OWNER)
         self.on_error: OnError = check_literal(on_error, OnError, name="on_error", owner=_OWNER)
+        self.dashboard_dir = check_dashboard_dir(dashboard_dir, owner=_OWNER)
+        self._dashboard: LiveDashboard | None = None
 
         knn_spec = None if self.knn_settings is None else self.knn_settings.embedding
         knn_text = embedding if knn_spec is None else knn_spec
@@ -376,6 +384,7 @@ class PairExplanationLogic(_Base):
             n_steps=self.n_steps,
             autocast=self.autocast,
             device=device,
+            interactions=self._interactions,
             errors="collect",
             owner=_OWNER,
         )
@@ -555,6 +564,21 @@ class PairExplanationLogic(_Base):
             prefix=_PREFIX,
             on_error=failed,
         )
+        if self.dashboard_dir is not None:  # the live page, rewritten atomically (rank 0)
+            try:
+                self._dashboard = update_live_dashboard(
+                    self._dashboard,
+                    self.dashboard_dir,
+                    probe,
+                    evaluation,
+                    epoch=epoch,
+                    global_step=step,
+                    mean=mean,
+                    std=std,
+                    info=[("model", type(trainer.lightning_module).__qualname__)],
+                )
+            except Exception as err:
+                failed("writing the live dashboard", err)
         return {"scalars": scalars, "errors": errors}, cause
 
 
@@ -605,12 +629,16 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
     ``explain/errors``                   scalar failures so far (``on_error="warn"``)
     ``explain/<label>/degenerate_maps``  scalar maps that are all zero or constant (of ``2B``)
     ``explain/<label>/pairs``            image  x1 / heatmap 1 / x2 / heatmap 2 per pair, captioned
-    ``explain/<label>/curves``           figure insertion/deletion curves (mean and band)
+    ``explain/<label>/curves``           curves insertion/deletion curves: data for W&B (a line
+                                                chart), a figure (mean and band) elsewhere
     ``explain/<label>/scores``           table  per-pair scores
     ``explain/knn_accuracy``             scalar with ``knn``: top-1 accuracy of the kNN probe
     ``explain_corr/<label>/<metric>/..`` scalar ``knn.correlations``: ``spearman``, ``pearson``
     ``explain_corr/table``               table  the correlations of every method x metric
     ``explain_corr/scatter``             figure kNN accuracy against each score, per method
+    ``explain/correspondence/<l>/...``   image  ``interactions``: ``matches`` (the top matches);
+                                                with view geometry, ``accuracy`` and
+                                                ``error_px`` scalars
     ==================================== ====== ===================================================
 
     Scalars also go to ``trainer.callback_metrics``; correlations start at the third evaluation
@@ -673,6 +701,20 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
             caught, warned about and counted in ``explain/errors``, and the run goes on;
             ``"raise"``: stop the run. Configuration errors found by the dry run at fit start
             always raise. Default ``"warn"``.
+        dashboard_dir: a folder for a live dashboard: after every evaluation rank 0 rewrites
+            ``<dashboard_dir>/index.html`` (atomically: a temporary file, then ``os.replace``),
+            the interactive page of ``lightning-explain compare`` with one step per evaluation
+            (see :class:`lightning_explain.dashboard.LiveDashboard`), so that a run with only
+            the CSV logger can be watched in a browser; the page reloads itself. A failure to
+            write it is handled as ``on_error`` says. Default ``None`` (off).
+        interactions: correspondence entries (``"point_to_point"``, ``"bilrp"`` or dicts with
+            options; see :mod:`lightning_explain.correspondence`): which part of view 1 the
+            model matches with which part of view 2, logged as ``explain/correspondence/<label>/
+            matches`` (both views side by side, the top matches drawn as lines) and, when the
+            probe set records its view geometry, scored against the true correspondence
+            (``.../accuracy``, ``.../error_px``). They take ``layer``, ``seed``,
+            ``batch_size`` and (``"cosine"``/``"dot"``) ``similarity`` like the methods.
+            Default ``None`` (none).
 
     Raises:
         ValueError: at construction, for an unknown method, metric, pairing, hook or on_error

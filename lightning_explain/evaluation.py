@@ -31,6 +31,7 @@ from torch import Tensor
 
 from lightning_explain._checks import (
     check_batch_size,
+    check_bool,
     check_int,
     check_literal,
     check_positive_int,
@@ -40,7 +41,14 @@ from lightning_explain._checks import (
 )
 from lightning_explain._core import Model, check_pair, find_modules, pair_context
 from lightning_explain._guard import guest
-from lightning_explain._perf import check_autocast_dtype, perturbation_autocast
+from lightning_explain._perf import check_autocast_dtype, chunk_tuning, perturbation_autocast
+from lightning_explain.correspondence import (
+    PairInteraction,
+    correspondence_scores,
+    explain_interactions,
+    get_interaction_method,
+    interaction_method_info,
+)
 from lightning_explain.data.knn import KNNSet
 from lightning_explain.data.probe import ProbeSet
 from lightning_explain.downstream import evaluate_knn
@@ -56,6 +64,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "RESERVED_LABELS",
     "EvaluationFailure",
+    "InteractionEvaluation",
     "MethodEntry",
     "MethodEvaluation",
     "MethodSpec",
@@ -63,7 +72,9 @@ __all__ = [
     "evaluate_module",
     "evaluate_probe",
     "evaluate_sharded",
+    "interaction_options",
     "method_options",
+    "parse_interactions",
     "parse_methods",
     "portable",
 ]
@@ -86,7 +97,9 @@ _LABEL_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
 """Label characters that no supported tracker rewrites (MLflow drops ``=`` and ``+``, TensorBoard
 turns them into ``_``), so distinct labels stay distinct keys everywhere."""
 
-RESERVED_LABELS: frozenset[str] = frozenset({"sim", "errors", "knn_accuracy", "corr"})
+RESERVED_LABELS: frozenset[str] = frozenset(
+    {"sim", "errors", "knn_accuracy", "corr", "correspondence"}
+)
 """Labels that would clash with the callback's own keys (``explain/sim``, ``explain/errors``, ...)."""
 
 
@@ -251,6 +264,82 @@ def method_options(
     return options
 
 
+def parse_interactions(
+    interactions: object, *, owner: str = "parse_interactions"
+) -> list[MethodSpec]:
+    """Parse correspondence (interaction) method entries, as :func:`parse_methods` does for
+    heatmap methods: names of :func:`lightning_explain.correspondence.list_interaction_methods`
+    or dicts ``{"name": ..., **options}`` (an optional ``label``); ``None`` or an empty list
+    gives none.
+
+    Raises:
+        TypeError: for a malformed entry or an unknown option (the message lists the valid ones).
+        ValueError: for an unknown method (the message lists the valid names) or duplicate labels.
+
+    Example:
+        >>> [s.label for s in parse_interactions(["point_to_point", {"name": "bilrp", "k": 8}])]
+        ['point_to_point', 'bilrp']
+    """
+    if interactions is None:
+        return []
+    if isinstance(interactions, (str, Mapping, MethodSpec)):
+        interactions = [interactions]
+    if not isinstance(interactions, Sequence) or isinstance(interactions, (bytes, bytearray)):
+        raise TypeError(
+            f"`{owner}`: expected `interactions` to be a list of interaction method names or "
+            f"dicts {{'name': ..., **options}}, but got {describe(interactions)}."
+        )
+    specs: list[MethodSpec] = []
+    for i, item in enumerate(interactions):
+        name, options, label = _entry(item, i, owner)
+        if not isinstance(name, str):
+            raise TypeError(
+                f"`{owner}`: expected an interaction method name (str) in entry {i} of "
+                f"`interactions`, got {name!r}."
+            )
+        try:
+            interaction_method_info(name)
+            check_signature_options(
+                get_interaction_method(name),
+                options,
+                owner=name,
+                what=f"interaction method {name!r}",
+            )
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"`{owner}`: invalid entry {i} of `interactions`: {err}") from None
+        specs.append(MethodSpec(name=name, label=label or name, options=options))
+    labels = [s.label.lower() for s in specs]
+    duplicates = sorted({s.label for s in specs if labels.count(s.label.lower()) > 1})
+    if duplicates:
+        raise ValueError(
+            f"`{owner}`: entries of `interactions` would be reported under the same name "
+            f"{duplicates}; set a distinct 'label' in each dict entry."
+        )
+    return specs
+
+
+def interaction_options(
+    spec: MethodSpec,
+    *,
+    similarity: Union[str, SimilarityFn] = "cosine",
+    layer: object = "auto",
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """The options an interaction entry runs with: the shared settings it takes (``similarity``
+    when it is ``"cosine"`` or ``"dot"``, the two the interaction methods decompose; ``layer``,
+    ``seed``, and ``batch_size`` when given), overridden by the entry's own options."""
+    accepted = keyword_options(get_interaction_method(spec.name))
+    shared: dict[str, Any] = {"layer": layer, "seed": seed}
+    if similarity in ("cosine", "dot"):
+        shared["similarity"] = similarity
+    if batch_size is not None:
+        shared["batch_size"] = batch_size
+    options = {k: v for k, v in shared.items() if k in accepted}
+    options.update(spec.options)
+    return options
+
+
 # --------------------------------------------------------------------------------------------------
 # Results
 
@@ -327,6 +416,39 @@ class MethodEvaluation:
 
 
 @dataclass(frozen=True)
+class InteractionEvaluation:
+    """One correspondence (interaction) method's result on the probe pairs.
+
+    Attributes:
+        spec: the entry (see :func:`parse_interactions`).
+        options: the options it ran with (after :func:`interaction_options`).
+        interaction: the :class:`~lightning_explain.correspondence.PairInteraction` (CPU).
+        scores: with a probe set that records its view geometry
+            (:attr:`~lightning_explain.data.ProbeSet.geometry`), ``"accuracy"`` and
+            ``"error_px"`` ``(B,)`` per pair (see
+            :func:`~lightning_explain.correspondence.correspondence_scores`); empty otherwise.
+    """
+
+    spec: MethodSpec
+    options: Mapping[str, Any]
+    interaction: PairInteraction
+    scores: Mapping[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The entry's label."""
+        return self.spec.label
+
+    def mean_scores(self) -> dict[str, float]:
+        """Score -> mean over the pairs with a finite value (NaN when none)."""
+        out: dict[str, float] = {}
+        for key, values in self.scores.items():
+            finite = values[torch.isfinite(values)]
+            out[key] = float(finite.double().mean()) if finite.numel() else math.nan
+        return out
+
+
+@dataclass(frozen=True)
 class ProbeEvaluation:
     """Everything :func:`evaluate_probe` computed for one set of pairs.
 
@@ -338,6 +460,7 @@ class ProbeEvaluation:
         failures: what raised, with ``errors="collect"`` (empty otherwise).
         knn_accuracy: the kNN top-1 accuracy, when a kNN set was given.
         zero_norm: how many pairs have an all-zero embedding on either side.
+        interactions: one :class:`InteractionEvaluation` per correspondence entry that ran.
     """
 
     sim: Tensor | None
@@ -345,6 +468,7 @@ class ProbeEvaluation:
     failures: tuple[EvaluationFailure, ...] = ()
     knn_accuracy: float | None = None
     zero_norm: int = 0
+    interactions: tuple[InteractionEvaluation, ...] = ()
 
     def __getitem__(self, label: str) -> MethodEvaluation:
         for m in self.methods:
@@ -363,7 +487,8 @@ class ProbeEvaluation:
         """The summary scalars: ``<prefix>/sim`` (mean similarity), ``<prefix>/knn_accuracy``,
         ``<prefix>/<label>/<metric>`` (mean score over the pairs) and
         ``<prefix>/<label>/degenerate_maps`` (how many of the ``2B`` maps are all zero or
-        constant, see :meth:`MethodEvaluation.degenerate`)."""
+        constant, see :meth:`MethodEvaluation.degenerate`), and for correspondence entries with
+        geometry ``<prefix>/correspondence/<label>/accuracy`` and ``.../error_px``."""
         out: dict[str, float] = {}
         if self.sim is not None:
             out[f"{prefix}/sim"] = float(self.sim.double().mean())
@@ -374,6 +499,9 @@ class ProbeEvaluation:
                 out[f"{prefix}/{m.label}/{key}"] = value
             if m.explanation is not None:
                 out[f"{prefix}/{m.label}/degenerate_maps"] = float(m.degenerate().sum())
+        for r in self.interactions:
+            for key, value in r.mean_scores().items():
+                out[f"{prefix}/correspondence/{r.label}/{key}"] = value
         return out
 
     def table(
@@ -434,8 +562,39 @@ class ProbeEvaluation:
                     {k: torch.cat([m.curves[k] for m in pieces]) for k in curve_keys},
                 )
             )
+        interactions: list[InteractionEvaluation] = []
+        for first_r in full[0].interactions:
+            found_r = [
+                next((r for r in p.interactions if r.label == first_r.label), None) for p in full
+            ]
+            pieces_r = [r for r in found_r if r is not None]
+            if len(pieces_r) != len(full):
+                continue
+            keys = [k for k in first_r.scores if all(k in r.scores for r in pieces_r)]
+            joined = PairInteraction(
+                torch.cat([r.interaction.interaction for r in pieces_r]),
+                first_r.interaction.grid1,
+                first_r.interaction.grid2,
+                torch.cat([r.interaction.sim for r in pieces_r]),
+                first_r.interaction.size,
+            )
+            interactions.append(
+                InteractionEvaluation(
+                    first_r.spec,
+                    first_r.options,
+                    joined,
+                    {k: torch.cat([r.scores[k] for r in pieces_r]) for k in keys},
+                )
+            )
         sim = torch.cat([p.sim for p in full if p.sim is not None])
-        return ProbeEvaluation(sim, tuple(methods), failures, knn, sum(p.zero_norm for p in parts))
+        return ProbeEvaluation(
+            sim,
+            tuple(methods),
+            failures,
+            knn,
+            sum(p.zero_norm for p in parts),
+            tuple(interactions),
+        )
 
     def raise_on_failure(self, owner: str = "evaluate_probe") -> None:
         """Raise a ``RuntimeError`` (from the first failure) if anything failed."""
@@ -497,6 +656,7 @@ def evaluate_probe(
     layer: object = "auto",
     seed: int = 0,
     batch_size: int | None = None,
+    tune_chunks: bool = True,
     n_steps: int = 224,
     autocast: Union[str, torch.dtype, None] = None,
     device: Union[torch.device, str, None] = None,
@@ -504,6 +664,7 @@ def evaluate_probe(
     knn_model: Model | None = None,
     knn_k: int | None = None,
     knn_temperature: float | None = None,
+    interactions: Sequence[Union[MethodEntry, MethodSpec]] | None = None,
     errors: Literal["raise", "collect"] = "raise",
     owner: str = "evaluate_probe",
 ) -> ProbeEvaluation:
@@ -526,8 +687,13 @@ def evaluate_probe(
         similarity: ``"cosine"`` (the paper's), ``"dot"``, ``"neg_l2"`` or a callable.
         layer: layer of the class-activation methods (``"auto"``, a dotted name, a module).
         seed: seed of the stochastic methods.
-        batch_size: images per forward pass of chunked methods and metrics (default: chosen from
-            the device).
+        batch_size: images per forward pass of chunked methods and metrics. Default ``None``:
+            measured for this model, image shape and device (``tune_chunks``), bounded by the
+            device memory.
+        tune_chunks: with ``batch_size=None``, time a few chunk sizes once per model, image
+            shape, dtype and device and use the fastest (:func:`lightning_explain._perf.
+            chunk_tuning`); ``False``: the memory bound of
+            :func:`lightning_explain._perf.auto_batch_size`. Default ``True``.
         n_steps: insertion/deletion steps (default 224, the paper's value at 224 px).
         autocast: ``"bf16"``/``"fp16"`` to run the perturbation forwards under autocast (see
             :func:`lightning_explain.perturbation_autocast`). Default ``None`` (off).
@@ -536,6 +702,10 @@ def evaluate_probe(
         knn_model: the embedding of the kNN probe. Default: ``model``.
         knn_k: neighbours of the kNN vote. Default: ``knn.k``.
         knn_temperature: temperature of the kNN vote. Default: ``knn.temperature``.
+        interactions: correspondence entries (see :func:`parse_interactions` and
+            :mod:`lightning_explain.correspondence`): which position of image 1 is matched with
+            which position of image 2; scored against the true correspondence when ``pairs``
+            is a probe set that records its view geometry. Default ``None`` (none).
         errors: ``"raise"`` (default): the first exception propagates; ``"collect"``: each failing
             part is recorded in :attr:`ProbeEvaluation.failures` and the rest goes on.
         owner: the name used in error messages.
@@ -567,7 +737,9 @@ def evaluate_probe(
             f"images to (B, D) embeddings, but got {describe(model)}."
         )
     x1, x2 = _pairs(pairs, owner)
+    geometry = pairs.geometry if isinstance(pairs, ProbeSet) else None
     specs = parse_methods(methods, owner=owner)
+    interaction_specs = parse_interactions(interactions, owner=owner)
     keys = (
         []
         if metrics is not None and not isinstance(metrics, str) and len(metrics) == 0
@@ -578,6 +750,7 @@ def evaluate_probe(
     resolve_similarity(similarity)
     seed = check_int(seed, name="seed", owner=owner)
     batch_size = check_batch_size(batch_size, owner=owner)
+    tune_chunks = check_bool(tune_chunks, name="tune_chunks", owner=owner)
     n_steps = check_positive_int(n_steps, name="n_steps", owner=owner)
     dtype = (
         None if autocast is None else check_autocast_dtype(autocast, name="autocast", owner=owner)
@@ -596,7 +769,7 @@ def evaluate_probe(
 
     collector = _Collector(errors)
     modules = find_modules(model) + ([] if knn_model is None else find_modules(knn_model))
-    with guest(modules, target), perturbation_autocast(dtype):
+    with guest(modules, target), perturbation_autocast(dtype), chunk_tuning(tune_chunks):
         try:
             with (
                 pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx,
@@ -657,8 +830,32 @@ def evaluate_probe(
                 except Exception as err:
                     collector.failed("metrics", spec.label, err)
             results.append(MethodEvaluation(spec, options, explanation.to("cpu"), scores, curves))
+        matched: list[InteractionEvaluation] = []
+        for spec in interaction_specs:
+            options = interaction_options(
+                spec, similarity=similarity, layer=layer, seed=seed, batch_size=batch_size
+            )
+            try:
+                interaction = explain_interactions(model, x1, x2, method=spec.name, **options)
+                interaction = interaction.to("cpu")
+            except Exception as err:
+                collector.failed("method", spec.label, err)
+                continue
+            geometry_scores: dict[str, Tensor] = {}
+            if geometry is not None:
+                try:
+                    found = correspondence_scores(interaction, geometry)
+                    geometry_scores = {"accuracy": found.accuracy, "error_px": found.error_px}
+                except Exception as err:
+                    collector.failed("metrics", spec.label, err)
+            matched.append(InteractionEvaluation(spec, options, interaction, geometry_scores))
     return ProbeEvaluation(
-        sim.cpu(), tuple(results), tuple(collector.failures), knn_accuracy, int(zero.sum())
+        sim.cpu(),
+        tuple(results),
+        tuple(collector.failures),
+        knn_accuracy,
+        int(zero.sum()),
+        tuple(matched),
     )
 
 

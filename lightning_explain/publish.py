@@ -19,11 +19,12 @@ Logged keys (``<prefix>`` is ``explain`` in the callback):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from lightning_explain.correspondence import match_grid
 from lightning_explain.data.probe import ProbeSet
 from lightning_explain.downstream import (
     Correlation,
@@ -31,7 +32,7 @@ from lightning_explain.downstream import (
     ScoreHistory,
     correlation_figure,
 )
-from lightning_explain.evaluation import MethodEvaluation, ProbeEvaluation
+from lightning_explain.evaluation import InteractionEvaluation, MethodEvaluation, ProbeEvaluation
 from lightning_explain.render import curves_figure, pair_grid
 from lightning_explain.sinks.base import ExplanationSink, release_figure
 
@@ -44,6 +45,7 @@ __all__ = [
     "build_sinks",
     "caption",
     "check_rendering",
+    "match_caption",
     "publish",
     "publish_correlations",
     "render_method",
@@ -108,14 +110,35 @@ class RenderedMethod:
         label: the method label.
         grid: ``(3, H, W)`` uint8 pair grid (see :func:`lightning_explain.render.pair_grid`).
         caption: the grid's caption.
-        figure: the insertion/deletion curves figure, or ``None`` without curves. Release it
-            with :func:`lightning_explain.sinks.base.release_figure` after use.
+        curves: insertion/deletion key -> ``(B, T + 1)`` per-pair curves (empty without curves).
+        title: the curves' title.
     """
 
     label: str
     grid: Tensor
     caption: str
-    figure: Figure | None
+    curves: Mapping[str, Tensor] = field(default_factory=dict)
+    title: str = ""
+    _figure: Figure | None = field(default=None, repr=False)
+
+    def figure(self) -> Figure:
+        """The curves figure, drawn on the first call (only a sink that shows figures asks for
+        it) and shared by later calls. Release it with :meth:`release`.
+
+        Raises:
+            ValueError: without curves.
+        """
+        if not self.curves:
+            raise ValueError(f"method {self.label!r} has no insertion/deletion curves to draw")
+        if self._figure is None:
+            self._figure = curves_figure(dict(self.curves), title=self.title)
+        return self._figure
+
+    def release(self) -> None:
+        """Free the curves figure, if one was drawn."""
+        if self._figure is not None:
+            release_figure(self._figure)
+            self._figure = None
 
 
 def render_method(
@@ -149,11 +172,33 @@ def render_method(
         marks=marks if bool(marks.any()) else None,
     )
     text = caption(method, sim, probe.indices, epoch=epoch, step=step)
-    figure = None
-    if method.curves:
-        title = method.label + (f", epoch {epoch}" if epoch is not None else "")
-        figure = curves_figure(dict(method.curves), title=title)
-    return RenderedMethod(method.label, grid, text, figure)
+    title = method.label + (f", epoch {epoch}" if epoch is not None else "")
+    return RenderedMethod(method.label, grid, text, dict(method.curves), title)
+
+
+def match_caption(
+    interaction: InteractionEvaluation, *, epoch: int | None = None, step: int | None = None
+) -> str:
+    """The caption of a correspondence rendering: the method, when, and (with geometry) the
+    share of view-2 positions matched within one cell of the true location and the mean error."""
+    when = ", ".join(
+        part
+        for part in (
+            None if epoch is None else f"epoch {epoch}",
+            None if step is None else f"step {step}",
+        )
+        if part
+    )
+    text = f"{interaction.label}: top matches of each pair (view 1 left, view 2 right)"
+    if when:
+        text += f", {when}"
+    scores = interaction.mean_scores()
+    if "accuracy" in scores:
+        text += (
+            f"; within one cell of the true match: {scores['accuracy']:.0%}, mean error "
+            f"{scores.get('error_px', float('nan')):.1f} px"
+        )
+    return text
 
 
 def check_rendering(
@@ -166,12 +211,21 @@ def check_rendering(
     """Render every method once (nothing is logged): ``(label, error)`` of the first failure, or
     ``None``. The training callback's dry run uses it to catch bad ``mean``/``std`` early."""
     for method in evaluation.methods:
+        rendered = None
         try:
             rendered = render_method(probe, method, evaluation.sim, mean=mean, std=std)
+            if rendered.curves:
+                rendered.figure()
         except Exception as err:
             return method.label, err
-        if rendered.figure is not None:
-            release_figure(rendered.figure)
+        finally:
+            if rendered is not None:
+                rendered.release()
+    for interaction in evaluation.interactions:
+        try:
+            match_grid(probe.x1, probe.x2, interaction.interaction, mean=mean, std=std)
+        except Exception as err:
+            return interaction.label, err
     return None
 
 
@@ -188,6 +242,10 @@ def publish(
     on_error: Any = None,
 ) -> int:
     """Render every method of ``evaluation`` and log grid, curves and table to every sink.
+
+    Curves go to :meth:`ExplanationSink.log_curves` as data; their figure is drawn only when a
+    sink asks for it (the built-in W&B sink logs the data as a native chart and draws nothing),
+    once per method, shared by every sink.
 
     Args:
         sinks: where to log (nothing is rendered without sinks).
@@ -242,13 +300,12 @@ def publish(
                     step,
                     rendered.caption,
                 )
-                if rendered.figure is not None:
+                if rendered.curves:
                     guarded(
                         f"{sink!r}: {key}/curves",
-                        sink.log_figure,
-                        f"{key}/curves",
-                        rendered.figure,
-                        step,
+                        lambda s=sink, r=rendered, k=f"{key}/curves": s.log_curves(
+                            k, r.curves, step, draw=r.figure
+                        ),
                     )
                 if method.scores:
                     guarded(
@@ -260,8 +317,20 @@ def publish(
                         step,
                     )
         finally:
-            if rendered.figure is not None:
-                release_figure(rendered.figure)
+            rendered.release()
+    for interaction in evaluation.interactions:
+        key = f"{prefix}/correspondence/{interaction.label}/matches"
+        image = guarded(
+            f"rendering correspondence {interaction.label!r}",
+            lambda r=interaction: match_grid(
+                probe.x1, probe.x2, r.interaction, mean=mean, std=std, min_tile=MIN_TILE
+            ),
+        )
+        if image is None:
+            continue
+        text = match_caption(interaction, epoch=epoch, step=step)
+        for sink in sinks:
+            guarded(f"{sink!r}: {key}", sink.log_image, key, image, step, text)
     for sink in sinks:
         guarded(f"{sink!r}.flush", sink.flush)
     return failures

@@ -98,3 +98,39 @@ def test_bench_ddp_smoke():
     for devices in (1, 2):
         assert re.search(rf"^{devices} process\(es\): one evaluation \d+\.\d+ s", out, re.M), out
     assert re.search(r"^speed-up with 2 processes: \d+\.\d+x", out, re.M), out
+
+
+def test_bench_chunks_smoke():
+    proc = run_script("bench_chunks.py", "--smoke")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for op in ("insertion+deletion", "conditional_occlusion", "rise", "smoothgrad"):
+        row = rf"^tiny +16 +2 {re.escape(op)} +\d+\.\d+s +\d+\.\d+s .* \d+\.\d+x +\d+\.\d+x +\d+\.\d+x$"
+        assert re.search(row, out, re.M), f"no row for {op}:\n{out}"
+    assert re.search(r"max \|bound - tuned\| \d", out), out
+    assert re.search(r"^worst tuned/floor: \d+\.\d+x", out, re.M), out
+
+
+def test_bench_fit_smoke():
+    proc = run_script("bench_fit.py", "--smoke")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^  round 1, baseline: epochs \d+\.\d+, \d+\.\d+ s", out, re.M), out
+    assert re.search(r"^baseline epoch: \d+\.\d+ s \(median of 1\)$", out, re.M), out
+    assert re.search(
+        r"^defaults: epoch \d+\.\d+ s, \d+\.\d+x the baseline .*epoch-end hook "
+        r"\d+\.\d+ s = \d+\.\d+% of the baseline epoch; fit start",
+        out,
+        re.M,
+    ), out
+    assert re.search(r"^  round 1, defaults: .*; evaluations \d+\.\d+, \d+\.\d+ s$", out, re.M), out
+
+
+def test_bench_stream_smoke():
+    proc = run_script("bench_stream.py", "--smoke")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(
+        r"^1 process\(es\): 8 pairs in \d+\.\d+ s = \d+\.\d+ pairs/s; failures: 0$",
+        proc.stdout,
+        re.M,
+    ), proc.stdout

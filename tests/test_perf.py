@@ -137,3 +137,133 @@ def test_autocast_context_is_restored_and_checked():
         perturbation_autocast(torch.float32).__enter__()
     with pytest.raises(ValueError, match="half"):
         perturbation_autocast("half").__enter__()
+
+
+# --------------------------------------------------------------------------------------------------
+# Chunks measured for the model at hand
+
+
+class _Counting(torch.nn.Module):
+    """A conv embedder that records the batch size of every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(int(x.shape[0]))
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def test_tuned_batch_size_is_within_the_cap_and_cached_per_model_and_shape() -> None:
+    net = _Counting()
+    x = torch.rand(3, 3, 8, 8)
+    size = _perf.tuned_batch_size(net, x, cap=16, key=net)
+    assert 1 <= size <= 16
+    tried = sorted(set(net.sizes))
+    assert tried[-1] == 16  # the cap first ...
+    assert set(tried) <= {1, 2, 4, 8, 16}  # ... then powers of two below it
+    net.sizes.clear()
+    assert _perf.tuned_batch_size(net, x, cap=16, key=net) == size
+    assert net.sizes == []  # cached: no second probe
+    assert _perf.tuned_batch_size(net, x, cap=1, key=net) == 1  # a smaller cap still bounds it
+    _perf.tuned_batch_size(net, torch.rand(3, 3, 10, 10), cap=4, key=net)
+    assert net.sizes  # another image shape is probed anew
+    net.sizes.clear()
+    _perf.tuned_batch_size(net, x, cap=16, key=net, autograd=True)
+    assert net.sizes  # and so is the backward pass kind
+
+
+def test_tuned_batch_size_prefers_the_fastest_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per-image time is lowest at 4 images (a fake clock), so 4 wins over the cap of 16.
+    cost = {1: 1.0, 2: 0.6, 4: 0.2, 8: 0.3, 16: 0.5}  # ms per image
+    monkeypatch.setattr(
+        _perf, "_time_chunk", lambda f, x, autograd: 1e-3 * cost[int(x.shape[0])] * len(x)
+    )
+    x = torch.rand(2, 3, 8, 8)
+    assert _perf.tuned_batch_size(_Counting(), x, cap=16, key=None) == 4
+    # Within 5% of the fastest, the smaller chunk wins (less memory).
+    cost.update({2: 0.205})
+    assert _perf.tuned_batch_size(_Counting(), x, cap=16, key=None) == 2
+    # A budget spent on the first (largest) candidate leaves the memory bound.
+    assert _perf.tuned_batch_size(_Counting(), x, cap=16, key=None, budget_s=1e-3) == 16
+
+
+def test_tuned_batch_size_keeps_the_memory_bound_when_probing_fails() -> None:
+    calls = {"n": 0}
+
+    def failing(x: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    net = _Counting()
+    assert _perf.tuned_batch_size(failing, torch.rand(2, 3, 8, 8), cap=8, key=net) == 8
+    assert net not in _perf._TUNED  # a failed probe is not cached
+    assert calls["n"] == 1
+
+
+def test_tuning_inside_the_engine_draws_no_random_numbers_and_leaves_the_model_alone() -> None:
+    from lightning_explain import evaluate_probe
+    from tests.helpers import TinyCNN, untouched
+
+    net = TinyCNN().train()
+    x1, x2 = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    with untouched(net):
+        methods = [{"name": "rise", "n_masks": 64}, "gradcam"]
+        evaluate_probe(net, (x1, x2), methods, ["deletion_simultaneous"], n_steps=4)
+    assert net in _perf._TUNED
+
+
+def test_chunk_tuning_context_switches_it_on_and_off() -> None:
+    assert not _perf.tuning_enabled()
+    with _perf.chunk_tuning():
+        assert _perf.tuning_enabled()
+        with _perf.chunk_tuning(False):
+            assert not _perf.tuning_enabled()
+        assert _perf.tuning_enabled()
+    assert not _perf.tuning_enabled()
+
+
+def test_evaluate_probe_scores_do_not_depend_on_tuning() -> None:
+    from lightning_explain import evaluate_probe
+    from tests.helpers import TinyCNN
+
+    net = TinyCNN()
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
+    methods = [{"name": "rise", "n_masks": 64}, "gradcam"]
+    metrics = ["insertion_simultaneous", "deletion_conditional"]
+    tuned = evaluate_probe(net, (x1, x2), methods, metrics, n_steps=8, tune_chunks=True)
+    assert net in _perf._TUNED  # the engine tuned the chunk for this model
+    plain = evaluate_probe(net, (x1, x2), methods, metrics, n_steps=8, tune_chunks=False)
+    for key, value in plain.scalars().items():
+        assert tuned.scalars()[key] == pytest.approx(value, abs=1e-5), key
+    with pytest.raises(TypeError, match="tune_chunks"):
+        evaluate_probe(net, (x1, x2), methods, metrics, tune_chunks="yes")  # type: ignore[arg-type]
+
+
+def test_auto_layer_is_detected_once_per_model_and_input_shape() -> None:
+    from lightning_explain.methods.cam import gradcam
+    from tests.helpers import TinyCNN
+
+    net = TinyCNN().eval()
+    forwards: list[int] = []
+    net.register_forward_pre_hook(lambda m, a: forwards.append(int(a[0].shape[0])))
+    x1, x2 = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    first = gradcam(net, x1, x2)
+    detection_and_cam = len(forwards)
+    forwards.clear()
+    again = gradcam(net, x1, x2)
+    assert len(forwards) == detection_and_cam - 1 == 1  # the CAM's forward only
+    assert torch.equal(first.h1, again.h1)
+    forwards.clear()
+    gradcam(net, torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24))
+    assert len(forwards) == detection_and_cam  # a new input shape is detected anew
+    # A cached layer that left the model is not used: the new one is found.
+    import copy
+
+    net.features = copy.deepcopy(net.features)
+    forwards.clear()
+    gradcam(net, x1, x2)
+    assert len(forwards) == detection_and_cam

@@ -425,3 +425,132 @@ def test_file_sink_writes_the_caption_on_the_png(tmp_path: Path) -> None:
     assert (band == 255).mean() > 0.5  # on a white band
     (plain,) = tmp_path.rglob("plain.png")
     assert np.asarray(Image.open(plain)).shape[0] == 40  # no caption, no band
+
+
+# --------------------------------------------------------------------------------------------------
+# Curves as data, figures only where they are shown
+
+CURVES = {
+    "insertion_simultaneous": torch.tensor([[0.0, 0.5, 1.0], [0.2, 0.4, 1.0]]),
+    "deletion_simultaneous": torch.tensor([[1.0, 0.5, 0.0, 0.0, 0.0], [1.0, 0.7, 0.3, 0.1, 0.0]]),
+}
+
+
+def _never_drawn() -> Figure:
+    raise AssertionError("the figure was drawn for a sink that logs curves as data")
+
+
+def test_curve_rows_against_a_loop() -> None:
+    from lightning_explain.sinks.base import CURVE_COLUMNS, curve_rows
+
+    rows = curve_rows(CURVES)
+    assert CURVE_COLUMNS == ["curve", "fraction", "mean", "min", "max"]
+    expected = []
+    for name, c in CURVES.items():
+        for t in range(c.shape[1]):
+            col = [float(v) for v in c[:, t]]
+            expected.append([name, t / (c.shape[1] - 1), sum(col) / 2, min(col), max(col)])
+    assert len(rows) == len(expected) == 8
+    for got, want in zip(rows, expected):
+        assert got[:2] == want[:2]
+        assert got[2:] == pytest.approx(want[2:])
+
+
+def test_file_sink_writes_curves_as_csv_and_png(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    drawn = []
+
+    def draw() -> Figure:
+        drawn.append(1)
+        return figure()
+
+    sink.log_curves("explain/gradcam/curves", CURVES, step=3, draw=draw)
+    folder = sink.folder(3)
+    rows = list(csv.reader((folder / "gradcam_curves.csv").read_text().splitlines()))
+    assert rows[0] == ["curve", "fraction", "mean", "min", "max"]
+    assert rows[1][:2] == ["insertion_simultaneous", "0.0"]
+    assert float(rows[1][2]) == pytest.approx(0.1)
+    assert len(rows) == 1 + 3 + 5
+    assert (folder / "gradcam_curves.png").is_file()
+    assert drawn == [1]
+
+
+def test_wandb_sink_logs_curves_as_a_native_chart_without_drawing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wandb = pytest.importorskip("wandb")
+    for name, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+        "WANDB_DATA_DIR": str(tmp_path / "data"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="lightning-explain-test")
+    (sink,) = sinks_for([logger])
+    try:
+        sink.log_curves("explain/gradcam/curves", CURVES, step=9, draw=_never_drawn)
+    finally:
+        logger.experiment.finish()
+        wandb.teardown()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    (table,) = (run / "files" / "media" / "table" / "explain" / "gradcam").glob("curves_*.json")
+    data = json.loads(table.read_text())["data"]
+    by_curve = {name: [(x, y) for x, n, y in data if n == name] for name in CURVES}
+    for name, c in CURVES.items():
+        xs = [x for x, _ in by_curve[name]]
+        ys = [y for _, y in by_curve[name]]
+        assert xs == pytest.approx([t / (c.shape[1] - 1) for t in range(c.shape[1])])
+        assert ys == pytest.approx(c.mean(0).tolist())
+
+
+def test_publish_draws_each_curves_figure_once_and_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_explain import evaluate_probe, publish
+    from lightning_explain.sinks import ExplanationSink
+    from tests.helpers import TinyCNN
+
+    class Recording(ExplanationSink):
+        def __init__(self, wants_figure: bool) -> None:
+            self.wants_figure = wants_figure
+            self.curves: list[str] = []
+            self.figures: list[int] = []
+
+        def log_image(
+            self, key: str, image: torch.Tensor, step: int, caption: str | None = None
+        ) -> None:
+            pass
+
+        def log_curves(self, key: str, curves: Any, step: int, *, draw: Any) -> None:
+            self.curves.append(key)
+            if self.wants_figure:
+                self.figures.append(id(draw()))
+
+    drawn: list[str] = []
+    real = publish.curves_figure
+
+    def counting(curves: Any, **kwargs: Any) -> Figure:
+        drawn.append(kwargs.get("title", ""))
+        return real(curves, **kwargs)
+
+    monkeypatch.setattr(publish, "curves_figure", counting)
+    x1, x2 = images(2, h=16, w=16, seed=0), images(2, h=16, w=16, seed=1)
+    evaluation = evaluate_probe(
+        TinyCNN(), (x1, x2), ["gradcam", "input_x_gradient"], ["insertion_simultaneous"], n_steps=4
+    )
+    from lightning_explain.data.probe import ProbeSet
+
+    probe = ProbeSet(x1, x2, indices=(0, 1), seed=0, pairing="dataset", source="dataset")
+    data_only = [Recording(False), Recording(False)]
+    publish.publish(data_only, evaluation, probe, step=1)
+    assert drawn == []  # no sink shows figures: none is drawn
+    assert data_only[0].curves == ["explain/gradcam/curves", "explain/input_x_gradient/curves"]
+    both = [Recording(True), Recording(False), Recording(True)]
+    publish.publish(both, evaluation, probe, step=2)
+    assert len(drawn) == 2  # once per method, shared by the two sinks that show figures
+    assert both[0].figures == both[2].figures

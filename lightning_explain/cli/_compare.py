@@ -33,7 +33,7 @@ from lightning_explain.cli._common import (
     parse_options,
     text_table,
 )
-from lightning_explain.dashboard import DashboardData, MetricColumn
+from lightning_explain.dashboard import DashboardData, MethodRecord, MetricColumn
 from lightning_explain.data.knn import KNNSet
 from lightning_explain.data.probe import ProbeSet
 from lightning_explain.embedding import bind_embedding, resolve_embedding
@@ -172,11 +172,15 @@ def _check_layer(embed: Callable[[Tensor], Tensor], setup: Setup, x: Tensor, nam
 
 @dataclass
 class CheckpointResult:
-    """Everything computed for one checkpoint, as the dashboard, tables and trackers take it."""
+    """Everything computed for one checkpoint, as the dashboard, tables and trackers take it.
+
+    ``records`` holds, per method, what the dashboard shows of it (encoded maps, per-pair scores
+    and curves, degenerate flags; see :class:`lightning_explain.dashboard.MethodRecord`).
+    """
 
     scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    overlays: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    records: dict[str, MethodRecord] = field(default_factory=dict)
     grids: dict[str, Tensor] = field(default_factory=dict)
     curve_tensors: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     sim: list[float] = field(default_factory=list)
@@ -418,11 +422,11 @@ def _explain_checkpoint(
     overlays: bool = True,
 ) -> CheckpointResult:
     """Build one checkpoint's module, check it against the probe set, and hand the pairs to the
-    evaluation engine; ``recorded``: the probe image shape the checkpoint records, if any."""
+    evaluation engine; ``recorded``: the probe image shape the checkpoint records, if any.
+    ``overlays``: keep what the dashboard shows of every method (``records``)."""
     from lightning_explain.checkpoints import build_module
-    from lightning_explain.dashboard import image_png
     from lightning_explain.publish import MIN_TILE
-    from lightning_explain.render import overlay, pair_grid
+    from lightning_explain.render import pair_grid
 
     device = setup.device
     module = build_module(
@@ -483,9 +487,8 @@ def _explain_checkpoint(
         if e is None:
             continue
         if overlays:
-            o1 = overlay(show1, e.h1, mean=mean, std=std).cpu()
-            o2 = overlay(show2, e.h2, mean=mean, std=std).cpu()
-            result.overlays[m.label] = [(image_png(a), image_png(b)) for a, b in zip(o1, o2)]
+            # Maps as 8-bit grey pictures, per-pair scores and curves: the page draws the rest.
+            result.records[m.label] = MethodRecord.from_evaluation(m)
         if grids:
             result.grids[m.label] = pair_grid(
                 show1, show2, e.h1, e.h2, mean=mean, std=std, min_tile=MIN_TILE
@@ -497,7 +500,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``lightning-explain compare``."""
     from lightning_explain.checkpoints import checkpoint_meta, from_one_run, load_checkpoint
     from lightning_explain.cli._trackers import log_trackers
-    from lightning_explain.dashboard import CheckpointInfo, image_png, write_dashboard
+    from lightning_explain.dashboard import CheckpointInfo, encode_image, write_dashboard
     from lightning_explain.render import to_rgb
 
     setup = _setup(args)
@@ -544,8 +547,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         methods=methods,
         metrics=setup.metric_columns(),
         scores={(i, m): r.means(m) for i, r in enumerate(results) for m in methods},
-        pairs=[(image_png(a), image_png(b)) for a, b in zip(rgb1, rgb2)],
-        overlays={(i, m): r.overlays[m] for i, r in enumerate(results) for m in methods},
+        pairs=[(encode_image(a), encode_image(b)) for a, b in zip(rgb1, rgb2)],
         similarity={i: r.sim for i, r in enumerate(results)},
         curves={(i, m): r.curves[m] for i, r in enumerate(results) for m in methods},
         one_run=from_one_run(metas),
@@ -555,6 +557,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
             i: r.knn_accuracy for i, r in enumerate(results) if r.knn_accuracy is not None
         },
         knn_info="" if knn_plan is None else "kNN accuracy: " + knn_plan.describe(),
+        maps={(i, m): r.records[m].maps for i, r in enumerate(results) for m in r.records},
+        pair_scores={
+            (i, m): dict(r.records[m].scores) for i, r in enumerate(results) for m in r.records
+        },
+        pair_curves={
+            (i, m): {k: list(v) for k, v in r.records[m].curves.items()}
+            for i, r in enumerate(results)
+            for m in r.records
+        },
+        degenerate={
+            (i, m): r.records[m].degenerate for i, r in enumerate(results) for m in r.records
+        },
     )
     out = Path(args.out)
     html_path = write_dashboard(data, out / "index.html")
@@ -575,6 +589,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     methods = setup.methods
     path = Path(args.checkpoints[0])
     ckpt = load_checkpoint(path, trust=args.trust_checkpoint)
+    if getattr(args, "pairs_from", None):
+        return _stream_report(args, setup, path, ckpt)
     probe, origin = _resolve_probe(args, ckpt)
     knn_plan = _knn_plan(args, probe)
     meta = checkpoint_meta(path, ckpt)
@@ -607,6 +623,81 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     paths = write_report(table, Path(args.out))
     print(to_markdown(table))
+    for written in paths.values():
+        print(f"wrote {written}")
+    return 0
+
+
+def _stream_report(args: argparse.Namespace, setup: Setup, path: Path, ckpt: Any) -> int:
+    """``report --pairs-from``: every pair of an image folder or probe file, streamed through a
+    Lightning Trainer (:func:`lightning_explain.streaming.evaluate_stream`); rank 0 writes."""
+    from lightning_explain.checkpoints import build_module, checkpoint_meta
+    from lightning_explain.report import ReportTable, to_markdown, write_report
+    from lightning_explain.streaming import ImageFolderPairs, ProbePairs, evaluate_stream
+
+    source = Path(args.pairs_from)
+    if source.is_dir():
+        dataset: Any = ImageFolderPairs(source, size=args.size)
+        origin = f"image folder {source} ({len(dataset)} images, {args.size} px views)"
+    elif source.is_file():
+        dataset = ProbePairs(source)
+        origin = f"probe file {source} ({len(dataset)} pairs)"
+    else:
+        raise CLIError(
+            f"--pairs-from {str(source)!r}: expected an image folder (root/<class>/<image>) or "
+            f"a probe file, but nothing is there."
+        )
+    module = build_module(
+        path,
+        ckpt,
+        model_class=args.model_class,
+        model_factory=args.model_factory,
+        trust=args.trust_checkpoint,
+    )
+    devices: Any = int(args.devices) if str(args.devices).isdigit() else args.devices
+    result = evaluate_stream(
+        module,
+        dataset,
+        setup.specs,
+        setup.metric_keys,
+        batch_pairs=args.batch_pairs,
+        num_workers=args.workers,
+        accelerator=args.accelerator,
+        devices=devices,
+        strategy=args.strategy,
+        progress=not args.no_progress,
+        embedding=args.embedding or "forward",
+        similarity=args.similarity,
+        layer=setup.layer,
+        batch_size=args.batch_size,
+        n_steps=args.n_steps,
+        autocast=args.autocast,
+    )
+    if result is None:  # another rank: rank 0 writes the table
+        return 0
+    for message in result.failures[:5]:
+        log(f"    failed: {message}")
+    meta = checkpoint_meta(path, ckpt)
+    rate = result.n_pairs / result.seconds if result.seconds > 0 else math.nan
+    notes = [
+        f"checkpoint: {path}" + (f" (epoch {meta.epoch})" if meta.epoch is not None else ""),
+        f"pairs: {origin}; {result.n_pairs} scored in {result.seconds:.1f} s "
+        f"({rate:.2f} pairs/s, devices {args.devices}, strategy {args.strategy})",
+        f"similarity {args.similarity}, n_steps {args.n_steps}, embedding "
+        f"{args.embedding or 'forward'}",
+    ]
+    if result.failures:
+        notes.append(f"{len(result.failures)} failure(s) while scoring (see the log)")
+    table = ReportTable(
+        methods=setup.methods,
+        metrics=setup.metric_columns(),
+        scores={m: result.means(m) for m in setup.methods},
+        title=args.title or f"lightning-explain report: {path.name}",
+        notes=notes,
+    )
+    paths = write_report(table, Path(args.out))
+    print(to_markdown(table))
+    print(f"scored {result.n_pairs} pairs in {result.seconds:.2f} s: {rate:.2f} pairs/s")
     for written in paths.values():
         print(f"wrote {written}")
     return 0

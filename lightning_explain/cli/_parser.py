@@ -201,6 +201,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_explain_options(rep)
     rep.add_argument("--title", help="table title; default: 'lightning-explain report: CKPT name'")
+    stream = rep.add_argument_group(
+        "large evaluations",
+        "score many pairs streamed from disk through a Lightning Trainer instead of the probe set "
+        "in memory (lightning_explain.streaming)",
+    )
+    stream.add_argument(
+        "--pairs-from",
+        metavar="PATH",
+        help="an image folder (root/<class>/<image>: clean vs augmented views, made per item) or "
+        "a probe file; every pair is scored, batch by batch",
+    )
+    stream.add_argument(
+        "--size",
+        type=positive_int,
+        default=224,
+        help="view size for --pairs-from DIR (default 224)",
+    )
+    stream.add_argument(
+        "--batch-pairs", type=positive_int, default=16, help="pairs per engine call (default 16)"
+    )
+    stream.add_argument(
+        "--workers", type=int, default=0, help="DataLoader worker processes (default 0)"
+    )
+    stream.add_argument(
+        "--accelerator", default="auto", help="Lightning accelerator (default auto)"
+    )
+    stream.add_argument("--devices", default="1", help="Lightning devices, e.g. 2 (default 1)")
+    stream.add_argument(
+        "--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)"
+    )
+    stream.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     probe = sub.add_parser("probe", parents=[debug], help="probe-set utilities")
     probe_sub = probe.add_subparsers(dest="probe_command", metavar="ACTION")

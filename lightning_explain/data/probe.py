@@ -102,6 +102,11 @@ class ProbeSet:
         knn: the labelled image set of the online kNN probe
             (:class:`lightning_explain.data.KNNSet`), stored with the pairs so that resumed
             runs and ``lightning-explain compare`` classify the same images; ``None`` without one.
+        geometry: ``(N, 2, 3)`` float32 affine maps from view-2 to view-1 normalised coordinates
+            (``[u1, v1] = A[:, :2] @ [u2, v2] + A[:, 2]``, ``u = x / W``, ``v = y / H``), the
+            ground truth of the correspondence metrics
+            (:class:`lightning_explain.correspondence.ViewGeometry`), when the pairs were made
+            with known crops and flips; ``None`` otherwise.
     """
 
     x1: Tensor
@@ -115,6 +120,7 @@ class ProbeSet:
     config_hash: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     knn: KNNSet | None = None
+    geometry: Tensor | None = None
 
     def __post_init__(self) -> None:
         for name in ("x1", "x2"):
@@ -141,6 +147,17 @@ class ProbeSet:
                     f"`ProbeSet`: expected `{name}` with one value per channel "
                     f"({self.x1.shape[1]}), but got {list(value)}."
                 )
+        g = self.geometry
+        if g is not None and (
+            not isinstance(g, Tensor)
+            or not g.is_floating_point()
+            or tuple(g.shape) != (self.x1.shape[0], 2, 3)
+        ):
+            raise ValueError(
+                f"`ProbeSet`: expected `geometry` to be None or a float tensor of shape "
+                f"({self.x1.shape[0]}, 2, 3) (one view-2 to view-1 affine map per pair), but got "
+                f"{describe(g)}."
+            )
 
     def __len__(self) -> int:
         return int(self.x1.shape[0])
@@ -159,6 +176,7 @@ class ProbeSet:
             config_hash=self.config_hash,
             extra=dict(self.extra),
             knn=self.knn,
+            geometry=None if self.geometry is None else self.geometry[:n],
         )
 
     def shard(self, rank: int, world_size: int) -> ProbeSet:
@@ -184,6 +202,7 @@ class ProbeSet:
             indices=self.indices[start:stop],
             extra=dict(self.extra),
             knn=None,
+            geometry=None if self.geometry is None else self.geometry[start:stop],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +221,9 @@ class ProbeSet:
             "config_hash": str(self.config_hash),
             "extra": {str(k): str(v) for k, v in self.extra.items()},
             "knn": None if self.knn is None else self.knn.to_dict(),
+            "geometry": (
+                None if self.geometry is None else self.geometry.detach().cpu().float().contiguous()
+            ),
         }
 
     @classmethod
@@ -242,6 +264,7 @@ class ProbeSet:
         try:
             indices = data["indices"]
             mean, std = data.get("mean"), data.get("std")
+            geometry = data.get("geometry")  # absent in files written before it existed
             return cls(
                 x1=data["x1"].float(),
                 x2=data["x2"].float(),
@@ -254,6 +277,7 @@ class ProbeSet:
                 config_hash=str(data.get("config_hash", "")),
                 extra={str(k): str(v) for k, v in dict(data.get("extra", {})).items()},
                 knn=knn,
+                geometry=None if geometry is None else geometry.float(),
             )
         except (KeyError, AttributeError, TypeError) as err:
             raise ValueError(f"`ProbeSet`: {origin} holds a malformed probe set: {err!r}.") from err

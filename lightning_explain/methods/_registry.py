@@ -77,7 +77,7 @@ _METHODS: dict[str, MethodInfo] = {
             "context_agnostic_occlusion",
             "perturbation",
             _P + "occlusion",
-            "2 + 4 x positions forwards (1766 at 224 px)",
+            "2 + 4 x positions forwards (1766 at 224 px) + 1 per call",
             False,
             False,
             True,
@@ -92,7 +92,7 @@ _METHODS: dict[str, MethodInfo] = {
             True,
             False,
             False,
-            "random erasures of both images at once; drops weighted by a softmax vote",
+            "random erasures of both images at once; each image credited its Shapley share of the drop",
         ),
         MethodInfo(
             "rise",
@@ -102,7 +102,7 @@ _METHODS: dict[str, MethodInfo] = {
             True,
             False,
             True,
-            "randomised input sampling: masks weighted by the masked pair similarity",
+            "randomised input sampling: masks weighted by the masked pair similarity minus its mean",
         ),
         MethodInfo(
             "gradcam",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -65,6 +66,13 @@ _GRAD_INTERACT_BLOCK = 2**24
 
 # Number of names shown when an error lists every named module.
 _MAX_LISTED = 40
+
+# ``layer="auto"`` resolutions, per root module (held weakly) and per input shape, dtype, device,
+# similarity and the other modules the callable reaches: detection costs a forward and a few
+# backwards, as much as a CAM itself, and the layer must not drift between evaluations of a run.
+_AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], _Target]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,6 +267,28 @@ def _detect(ctx: PairContext) -> tuple[list[_Candidate], Tensor]:
 
 
 def _auto(ctx: PairContext) -> _Target:
+    """:func:`_detect_auto`, computed once per model and input: cached under the first module
+    the model reaches, for the image shape, dtype, device, similarity and the other modules; a
+    cached layer that is no longer part of the model is detected again."""
+    if not ctx.modules:
+        return _detect_auto(ctx)
+    root, others = ctx.modules[0], ctx.modules[1:]
+    slot = (
+        tuple(ctx.x1.shape[1:]),
+        ctx.x1.dtype,
+        str(ctx.x1.device),
+        ctx.similarity,
+        tuple(id(m) for m in others),
+    )
+    cached = _AUTO_LAYERS.get(root, {}).get(slot)
+    if cached is not None and any(m is cached.module for r in ctx.modules for m in r.modules()):
+        return cached
+    target = _detect_auto(ctx)
+    _AUTO_LAYERS.setdefault(root, {})[slot] = target
+    return target
+
+
+def _detect_auto(ctx: PairContext) -> _Target:
     """The last spatial candidate whose map the similarity depends on (non-zero gradient)."""
     candidates, sim = _detect(ctx)
     names = _module_names(ctx.modules)
@@ -365,6 +395,9 @@ def resolve_layer(model: Model, layer: LayerSpec, x: Tensor) -> nn.Module:
             outputs a ``(B, C, h, w)`` map with ``h*w > 1`` or ``(B, N, D)`` patch tokens (see
             :func:`list_feature_layers`) and whose output receives a non-zero similarity gradient
             on the detection pair. When no candidate receives gradient the last candidate is taken.
+            The resolution is cached per model object and input shape, dtype, device and
+            similarity: a training run keeps one layer across evaluations, and repeated calls
+            do not pay for detection again.
         x: ``(B, C, H, W)`` sample images. The detection pair is ``(x[0], x[1])``, or ``x[0]`` and its
             horizontal flip when ``B == 1``.
 
@@ -377,7 +410,7 @@ def resolve_layer(model: Model, layer: LayerSpec, x: Tensor) -> nn.Module:
         TypeError: ``layer`` is neither a string nor a module.
 
     Cost: none for a name or module; one forward and at most a few partial backwards of one pair
-    for ``"auto"``.
+    for ``"auto"``, the first time for a model and input shape.
     """
     x, _ = check_pair(x, x, owner="resolve_layer")
     xa, xb = _probe_pair(x)
@@ -528,7 +561,8 @@ def capture_layer(
     Returns:
         :class:`LayerCapture` with detached ``(B, D, h, w)`` activations and gradients.
 
-    Cost: one forward and one backward of the ``2B`` batch (plus layer detection for ``"auto"``).
+    Cost: one forward and one backward of the ``2B`` batch (plus layer detection for ``"auto"``,
+    once per model and input shape).
     """
     with pair_context(model, x1, x2, similarity=similarity, owner="capture_layer") as ctx:
         return _capture(ctx, _resolve(ctx, layer))
@@ -621,7 +655,8 @@ def gradcam(
         TypeError: ``layer`` of a wrong type.
 
     Cost: one forward and one backward of the ``2B`` batch; ``"auto"`` adds one forward and
-    usually one partial backward of one pair.
+    usually one partial backward of one pair, the first time for a model and input shape (the
+    resolved layer is then cached for the life of the model object).
 
     Example:
         >>> import torch

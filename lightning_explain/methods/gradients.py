@@ -42,7 +42,15 @@ from lightning_explain._checks import (
     check_literal,
     check_positive_int,
 )
-from lightning_explain._core import Model, PairContext, gaussian_blur, guided_relu, pair_context
+from lightning_explain._core import (
+    REFERENCE_SIZE,
+    Model,
+    PairContext,
+    gaussian_blur,
+    guided_relu,
+    pair_context,
+    relative_blur,
+)
 from lightning_explain.explanation import PairExplanation
 from lightning_explain.similarity import SimilarityFn, SimilarityName
 
@@ -74,7 +82,8 @@ _NOISE_LEVEL = 0.15
 """The paper's noise numerator: ``sigma = 0.15 / (max(x) - min(x))``."""
 
 _MAP_BLUR = (11, 5.0)
-"""Kernel size and sigma of the optional output blur (the paper's k=11, sigma=5)."""
+"""Kernel size and sigma of the optional output blur at 224 px (the paper's k=11, sigma=5),
+scaled to the image size by :func:`_blur`."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,15 +145,17 @@ def _check_baseline(value: object, *, owner: str) -> BaselineName:
 # Small tensor helpers
 
 
-def _fit_kernel(kernel_size: int, height: int, width: int) -> int:
-    """Largest odd kernel ``<= kernel_size`` whose reflect padding fits a ``height x width`` image."""
-    return max(1, min(kernel_size, 2 * min(height, width) - 1))
-
-
 def _blur(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
-    """Gaussian blur of ``(..., H, W)`` tensors; the kernel shrinks for images smaller than it."""
-    k = _fit_kernel(kernel_size, int(x.shape[-2]), int(x.shape[-1]))
-    return gaussian_blur(x, kernel_size=k, sigma=sigma)
+    """Gaussian blur of ``(..., H, W)`` tensors with a kernel and sigma given for 224 px images.
+
+    Both are scaled by the shorter side ``s`` (:func:`~lightning_explain._core.relative_blur`):
+    kernel ``kernel_size * s / 224`` rounded to the nearest odd size (at least 3, at most
+    ``2 * s - 1``, which reflect padding allows), sigma ``sigma * s / 224``. At 224 px both are
+    unchanged, so the paper's blur is bitwise the same there.
+    """
+    side = min(int(x.shape[-2]), int(x.shape[-1]))
+    k, s = relative_blur(side, kernel=kernel_size, sigma=sigma, reference=REFERENCE_SIZE)
+    return gaussian_blur(x, kernel_size=k, sigma=s) if k > 1 else x.clone()
 
 
 def _channel_max_abs(x: Tensor) -> Tensor:
@@ -336,7 +347,9 @@ def input_x_gradient(
         guided: guided backpropagation [3]: every ``nn.ReLU`` module passes back only the
             positive part of its gradient (the paper's "G" variants; functional ``F.relu`` calls
             are not affected). Default ``False``.
-        blur: blur the maps with a Gaussian kernel (k=11, sigma=5) before normalising, as in the
+        blur: blur the maps with a Gaussian kernel (k=11, sigma=5 at 224 px, scaled to the
+            shorter side ``s``: k = 11 s / 224 rounded to odd, at least 3, sigma = 5 s / 224;
+            k=3, sigma=0.71 at 32 px) before normalising, as in the
             paper's demo. Default ``False``.
         similarity: ``"cosine"`` (the paper), ``"dot"``, ``"neg_l2"`` or a callable
             ``(z1, z2) -> (N,)``.
@@ -444,7 +457,8 @@ def smoothgrad(
         noise: ``None`` for the paper's rule above, or an explicit standard deviation in input
             units.
         guided: guided backpropagation through ``nn.ReLU`` modules (the paper's "G" variant).
-        blur: blur the maps (k=11, sigma=5) before normalising.
+        blur: blur the maps (k=11, sigma=5 at 224 px, scaled to the shorter side as in
+            :func:`input_x_gradient`) before normalising.
         seed: seed of the noise; the global RNG is not used.
         similarity: ``"cosine"`` (the paper), ``"dot"``, ``"neg_l2"`` or a callable.
         batch_size: images per forward/backward pass (each noisy pair counts 2). Default None:
@@ -640,17 +654,19 @@ def averaged_transforms(
     of the batch (so a pair's map does not depend on its batch neighbours):
 
     * ``"color_jitter"``: ``ColorJitter(0.8, 0.8, 0.8, 0.4)`` with p=1;
-    * ``"blur"``: Gaussian blur, kernel 11, sigma 5;
+    * ``"blur"``: Gaussian blur, kernel 11, sigma 5 at 224 px (scaled to the shorter side ``s``:
+      kernel ``11 s / 224`` rounded to odd, at least 3, sigma ``5 s / 224``);
     * ``"grayscale"``: luminance copied to the 3 channels;
     * ``"solarize"``: values above the middle of the range inverted (threshold 0.5);
     * ``"combine"`` (default): the SimCLR colour pipeline, ``ColorJitter(0.8, 0.8, 0.8, 0.2)``
-      with p=0.8, grayscale p=0.2, Gaussian blur kernel 21 with sigma in ``[0.1, 2]`` with p=0.5.
+      with p=0.8, grayscale p=0.2, Gaussian blur kernel 21 with sigma in ``[0.1, 2]`` with p=0.5
+      (both at 224 px, scaled to the shorter side like ``"blur"``: kernel 3 at 32 px).
 
     Colour ops expect ``[0, 1]`` images; each image is mapped affinely from
     ``[min(0, min x), max(1, max x)]`` to ``[0, 1]`` and back around the op (the identity for
     ``[0, 1]`` images), so ImageNet-normalised inputs work. Images with ``C != 3`` are jittered
     channel by channel as grayscale images (brightness and contrast only; saturation, hue and
-    grayscale are identities). Kernels shrink to fit images smaller than them.
+    grayscale are identities). Kernels never exceed ``2 * s - 1``, which reflect padding allows.
 
     Args:
         model: an ``nn.Module`` or callable mapping ``(B, C, H, W)`` to ``(B, D)`` embeddings.
@@ -663,7 +679,8 @@ def averaged_transforms(
         noise: the paper's "N" variant: add Gaussian noise with ``sigma = 0.15 / (max - min)`` of
             the image to the interior interpolants (all but the first and the last).
         guided: guided backpropagation through ``nn.ReLU`` modules (the "G" variant).
-        blur: blur the maps (k=11, sigma=5) before normalising.
+        blur: blur the maps (k=11, sigma=5 at 224 px, scaled to the shorter side as in
+            :func:`input_x_gradient`) before normalising.
         seed: seed of the transform parameters and the noise; the global RNG is not used.
         similarity: ``"cosine"`` (the paper), ``"dot"``, ``"neg_l2"`` or a callable.
         batch_size: images per forward/backward pass. Default None: chosen from the device's
@@ -801,8 +818,10 @@ def integrated_gradients(
         model: an ``nn.Module`` or callable mapping ``(B, C, H, W)`` to ``(B, D)`` embeddings.
         x1: ``(B, C, H, W)`` first images.
         x2: ``(B, C, H, W)`` second images, same shape and device.
-        baseline: ``"blur"`` (default; the image blurred with k=11, sigma=5, the paper's insertion
-            substrate) or ``"black"`` (all zeros; the dataset-mean colour for normalised inputs).
+        baseline: ``"blur"`` (default; the paper's insertion substrate, the image blurred with
+            k=11, sigma=5 at 224 px, scaled to the shorter side as that substrate: k=3,
+            sigma=0.71 at 32 px) or ``"black"`` (all zeros; the dataset-mean colour for
+            normalised inputs).
         n_steps: Riemann steps along each path. Default 32.
         similarity: ``"cosine"``, ``"dot"``, ``"neg_l2"`` or a callable.
         batch_size: images per forward/backward pass. Default None: chosen from the device's

@@ -9,7 +9,7 @@ intact. RISE is not part of the paper's code; it is offered as a black-box basel
 from __future__ import annotations
 
 import math
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from lightning_explain._checks import (
     NonNegativeInt,
     PositiveInt,
     check_batch_size,
+    check_literal,
     check_positive_int,
     check_real,
 )
@@ -27,7 +28,12 @@ from lightning_explain.explanation import PairExplanation
 from lightning_explain.methods._perturb import acc_dtype, chunked_scores, intact_pair
 from lightning_explain.similarity import SimilarityFn
 
-__all__ = ["rise"]
+__all__ = ["Estimator", "rise", "rise_mask_params", "rise_masks"]
+
+Estimator = Literal["baseline", "paper"]
+"""How RISE weights its masks: ``"baseline"`` (default) by the similarity minus its mean over
+the masks, normalised by each pixel's mask coverage; ``"paper"`` by the raw similarity, as in
+RISE."""
 
 _ACCUMULATE_CHUNK = 64
 """Masks per step when summing masks into the maps (fixed, so results do not depend on
@@ -104,7 +110,13 @@ def rise_masks(grids: Tensor, shifts: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _rise_maps(
-    ctx: PairContext, n_masks: int, cell: int, p_keep: float, seed: int, batch_size: int
+    ctx: PairContext,
+    n_masks: int,
+    cell: int,
+    p_keep: float,
+    seed: int,
+    batch_size: int,
+    estimator: str = "baseline",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Raw ``(B, H, W)`` RISE saliency of both images, and the pair similarity."""
     pair = intact_pair(ctx, batch_size)
@@ -123,12 +135,19 @@ def _rise_maps(
 
     sims = chunked_scores(ctx, n_masks * n_img, 1, build, score, batch_size)
     sims = sims.to(acc).view(n_masks, n_img)
+    if estimator != "paper":
+        sims = sims - sims.mean(dim=0, keepdim=True)
     raw = torch.zeros(n_img, *ctx.size, dtype=acc, device=ctx.device)
+    coverage = torch.zeros(ctx.size, dtype=acc, device=ctx.device)
     for start in range(0, n_masks, _ACCUMULATE_CHUNK):
         m = torch.arange(start, min(n_masks, start + _ACCUMULATE_CHUNK), device=ctx.device)
         masks = rise_masks(grids[m], shifts[m], ctx.size)
         raw += torch.einsum("mj,mhw->jhw", sims[m], masks)
-    raw /= n_masks * p_keep
+        coverage += masks.sum(0)
+    if estimator == "paper":
+        raw /= n_masks * p_keep
+    else:
+        raw /= coverage.clamp(min=torch.finfo(acc).tiny)
     return pair.split(raw)
 
 
@@ -140,6 +159,7 @@ def rise(
     n_masks: PositiveInt = 1000,
     cell: PositiveInt = 8,
     p_keep: Annotated[float, Bounds(0.0, 1.0, exclusive_minimum=True)] = 0.5,
+    estimator: Estimator = "baseline",
     seed: NonNegativeInt = 0,
     similarity: Union[str, SimilarityFn] = "cosine",
     batch_size: PositiveInt | None = None,
@@ -151,10 +171,24 @@ def rise(
     ``p_keep``) are resized linearly to ``(cell + 1) * ceil(H / cell)`` by
     ``(cell + 1) * ceil(W / cell)`` pixels (mirror boundary, as the RISE code's
     ``skimage.transform.resize``) and cropped at a random shift, giving smooth masks
-    ``M_n`` in ``[0, 1]`` (see :func:`rise_masks`). Then::
+    ``M_n`` in ``[0, 1]`` (see :func:`rise_masks`). With ``s1_n = s(f(x1 * M_n), f(x2))`` (and
+    ``s2_n = s(f(x1), f(x2 * M_n))`` for ``h2``)::
 
-        h1 = sum_n s(f(x1 * M_n), f(x2)) * M_n / (N * p_keep)
-        h2 = sum_n s(f(x1), f(x2 * M_n)) * M_n / (N * p_keep)
+        estimator="baseline" (default):  h1 = sum_n (s1_n - mean_m s1_m) * M_n / sum_n M_n
+        estimator="paper" (RISE):        h1 = sum_n s1_n * M_n / (N * p_keep)
+
+    Deviates from RISE by default because its estimator weights each mask by the raw
+    similarity: the map is then the mask coverage (which varies by a few per cent between
+    pixels) times the mean similarity plus the small signal, and where the similarity varies
+    little under masking the coverage noise wins. On the known-evidence models with similarities
+    above 0.999 (an untrained network's), at 32 px, the paper's estimator puts 59% (left half),
+    21% (a fixed quarter patch) and 14% (an object) of the top-quartile pixels in the evidence,
+    the baseline-subtracted, coverage-normalised one 98%, 88% and 90%; on centred models both
+    localise (97-98% on the left half). Measured by ``python -m tests.ground_truth.table``
+    (docs/methods/localisation). The cost is the same.
+
+    Sizes: ``cell`` counts grid cells per side, so a cell is ``H / cell`` pixels at every image
+    size (28 px at 224 px, 4 px at 32 px); no pixel default needs scaling.
 
     The same masks serve every pair and both directions, so swapping ``x1`` and ``x2`` swaps the
     maps. The maps are min-max normalised and scaled to max 1 (the constant offset of RISE maps
@@ -167,6 +201,8 @@ def rise(
         n_masks: number of random masks ``N`` (RISE uses 4000-8000 for ImageNet classifiers).
         cell: side ``s`` of the low-resolution grid (RISE: 8 at 224 px).
         p_keep: probability of keeping a grid cell, in ``(0, 1]`` (RISE: 0.5).
+        estimator: ``"baseline"`` (default) or ``"paper"`` (RISE's raw-similarity weights), see
+            above.
         seed: seed of the mask generator.
         similarity: ``"cosine"`` (paper), ``"dot"``, ``"neg_l2"`` or ``(z1, z2) -> (N,)``.
         batch_size: most images per forward pass. Default None: chosen from the device's memory
@@ -178,7 +214,7 @@ def rise(
     Raises:
         TypeError: a wrongly typed option (``batch_size`` must be an int or None).
         ValueError: ``n_masks``, ``cell`` or ``batch_size`` below 1, ``p_keep`` outside
-            ``(0, 1]``, a negative ``seed``, or malformed images.
+            ``(0, 1]``, an unknown ``estimator``, a negative ``seed``, or malformed images.
 
     Cost:
         ``2 + 2 * n_masks`` forward passes per pair, no backward: 2002 with the defaults.
@@ -189,8 +225,10 @@ def rise(
     p_keep = check_real(p_keep, name="p_keep", owner=owner)
     if not 0.0 < p_keep <= 1.0:
         raise ValueError(f"`{owner}`: expected `p_keep` in (0, 1], but got {p_keep!r}.")
+    estimator = check_literal(estimator, Estimator, name="estimator", owner=owner)
     seed = check_positive_int(seed, name="seed", owner=owner, minimum=0)
     batch_size = check_batch_size(batch_size, owner=owner)
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        h1, h2, sim = _rise_maps(ctx, n_masks, cell, p_keep, seed, ctx.chunk_size(batch_size))
+        chunk = ctx.chunk_size(batch_size)
+        h1, h2, sim = _rise_maps(ctx, n_masks, cell, p_keep, seed, chunk, estimator)
         return ctx.finish(h1, h2, sim, minmax=True)

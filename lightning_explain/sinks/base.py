@@ -14,7 +14,7 @@ import importlib.util
 import os
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,9 +25,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "CURVE_COLUMNS",
     "ExplanationSink",
     "check_image",
     "check_table",
+    "curve_rows",
     "image_to_numpy",
     "is_global_zero",
     "release_figure",
@@ -91,6 +93,30 @@ class ExplanationSink(ABC):
 
         self.log_image(key, figure_to_image(figure), step)
         release_figure(figure)
+
+    def log_curves(
+        self,
+        key: str,
+        curves: Mapping[str, Tensor],
+        step: int,
+        *,
+        draw: Callable[[], Figure],
+    ) -> None:
+        """Log insertion/deletion curves. Default: ``log_figure(key, draw(), step)``.
+
+        Trackers that chart data override this and log ``curves`` themselves (see
+        :func:`curve_rows`), so no figure is drawn for them. ``draw`` returns the curves' figure:
+        it is drawn on the first call and shared by every sink of the evaluation, so a sink must
+        not release it.
+
+        Args:
+            key: name of the curves series, e.g. ``"explain/gradcam/curves"``.
+            curves: name (e.g. ``"insertion_simultaneous"``) -> ``(B, T + 1)`` per-pair
+                similarity after ``t`` of ``T`` steps, ``t = 0 .. T``.
+            step: the trainer's global step.
+            draw: returns the curves' figure (see :func:`lightning_explain.render.curves_figure`).
+        """
+        self.log_figure(key, draw(), step)
 
     def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:  # noqa: B027
         """Log a table (e.g. per-pair scores). Default: nothing, for trackers without tables.
@@ -233,3 +259,28 @@ def is_global_zero() -> bool:
                 return int(value) == 0
         return True
     return int(rank) == 0
+
+
+CURVE_COLUMNS = ["curve", "fraction", "mean", "min", "max"]
+"""The columns of :func:`curve_rows`."""
+
+
+def curve_rows(curves: Mapping[str, Tensor]) -> list[list[object]]:
+    """Insertion/deletion curves as table rows ``[curve, fraction, mean, min, max]``.
+
+    ``fraction`` is ``t / T``; ``mean``, ``min`` and ``max`` are over the pairs of each
+    ``(B, T + 1)`` curve (a ``(T + 1,)`` curve is one pair). Columns: :data:`CURVE_COLUMNS`.
+
+    Example:
+        >>> rows = curve_rows({"insertion": torch.tensor([[0.0, 1.0], [0.5, 1.0]])})
+        >>> rows[0], rows[1]
+        (['insertion', 0.0, 0.25, 0.0, 0.5], ['insertion', 1.0, 1.0, 1.0, 1.0])
+    """
+    rows: list[list[object]] = []
+    for name, curve in curves.items():
+        c = curve.detach().float().cpu().reshape(-1, curve.shape[-1])
+        steps = max(1, c.shape[-1] - 1)
+        mean, low, high = c.mean(0), c.min(0).values, c.max(0).values
+        for t in range(c.shape[-1]):
+            rows.append([str(name), t / steps, float(mean[t]), float(low[t]), float(high[t])])
+    return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,9 +13,11 @@ from torch import Tensor
 from lightning_explain._io import csv_writer
 from lightning_explain.render import captioned
 from lightning_explain.sinks.base import (
+    CURVE_COLUMNS,
     ExplanationSink,
     check_image,
     check_table,
+    curve_rows,
     image_to_numpy,
     is_global_zero,
     release_figure,
@@ -128,6 +131,22 @@ class FileSink(ExplanationSink):
         if is_global_zero():
             figure.savefig(self._target(key, step, ".png"), format="png", dpi=self.dpi)
         release_figure(figure)
+
+    def log_curves(
+        self,
+        key: str,
+        curves: Mapping[str, Tensor],
+        step: int,
+        *,
+        draw: Callable[[], Figure],
+    ) -> None:
+        """Write the curves as data, ``<folder>/<key>.csv`` (:func:`curve_rows`: curve,
+        fraction, mean, min, max), and their figure as ``<folder>/<key>.png`` (a folder is
+        looked at with an image viewer)."""
+        if not is_global_zero():
+            return
+        self.log_table(key, list(CURVE_COLUMNS), curve_rows(curves), step)
+        self.log_figure(key, draw(), step)
 
     def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
         """Write the table as ``<folder>/<key>.csv`` (header row, then one line per row)."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
@@ -15,6 +15,9 @@ from lightning_explain.sinks.base import (
     require,
 )
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["WandbSink"]
 
 
@@ -22,8 +25,11 @@ class WandbSink(ExplanationSink):
     """Log to W&B with ``WandbLogger.log_image`` and ``WandbLogger.log_table``.
 
     * Images land in the run's media panel under ``key``, with the caption below the image.
-    * Figures are rasterised (Agg) and logged as images (the base class behaviour), which keeps
-      them pixel-identical to the PNG files and avoids W&B's plotly conversion.
+    * Insertion/deletion curves are logged as data: a native W&B line chart
+      (``wandb.plot.line_series``, the mean curve per metric, hover values in the app) under
+      ``key``; no matplotlib figure is drawn for W&B.
+    * Other figures are rasterised (Agg) and logged as images (the base class behaviour), which
+      keeps them pixel-identical to the PNG files and avoids W&B's plotly conversion.
     * Tables become a ``wandb.Table`` under ``key``.
 
     Everything goes through the logger, never ``run.log(step=...)`` directly: the logger stores
@@ -59,6 +65,29 @@ class WandbSink(ExplanationSink):
                 best = higher_is_better.get(key)
                 summary = {True: "max", False: "min"}.get(best, "last")  # type: ignore[arg-type]
                 run.define_metric(key, step_metric="trainer/global_step", summary=summary)
+
+    def log_curves(
+        self,
+        key: str,
+        curves: Mapping[str, Tensor],
+        step: int,
+        *,
+        draw: Callable[[], Figure],
+    ) -> None:
+        """The mean curve of each metric as one ``wandb.plot.line_series`` chart (no figure)."""
+        import wandb
+
+        names, xs, ys = [], [], []
+        for name, curve in curves.items():
+            c = curve.detach().float().cpu().reshape(-1, curve.shape[-1])
+            steps = max(1, c.shape[-1] - 1)
+            names.append(str(name))
+            xs.append([t / steps for t in range(c.shape[-1])])
+            ys.append([float(v) for v in c.mean(0)])
+        chart = wandb.plot.line_series(
+            xs=xs, ys=ys, keys=names, title=key, xname="fraction of pixels"
+        )
+        self.logger.log_metrics({key: chart}, step=int(step))
 
     def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
         columns, rows = check_table(columns, rows, owner="WandbSink.log_table")

@@ -69,7 +69,7 @@ def test_out_of_range_options_fail_at_construction_and_at_call(
         ({"name": "interaction_cam", "reduction": "maxx"}, ValueError, "Did you mean 'max'"),
         ({"name": "rise", "n_masks": 2.5}, TypeError, "`n_masks` to be an int"),
         ({"name": "smoothgrad", "guided": "yes"}, TypeError, "`guided` to be a bool"),
-        ({"name": "pairwise_occlusion", "credit": "all"}, ValueError, r"\['norm', 'both'\]"),
+        ({"name": "pairwise_occlusion", "credit": "all"}, ValueError, r"\['shapley', 'both', 'norm'"),
         ({"name": "gradcam", "label": "cam=v1"}, ValueError, "MLflow drops '='"),
         ({"name": "gradcam", "label": "sim"}, ValueError, "reserved"),
     ],

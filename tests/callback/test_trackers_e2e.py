@@ -44,6 +44,13 @@ def check_wandb(root: Path, *, n_images: int, label: str = "gradcam", n_pairs: i
     assert table["columns"][:3] == ["pair", "item", "sim"]
     assert "insertion_simultaneous" in table["columns"]
     assert len(table["data"]) == n_pairs
+    # The curves are logged as data (a native line chart), not as a picture.
+    charts = [t for t in (media / "table").rglob("curves_table_*.table.json")]
+    charts = [t for t in charts if f"explain/{label}/" in t.as_posix()]
+    assert len(charts) == n_images, charts
+    chart = json.loads(charts[-1].read_text())
+    assert {row[1] for row in chart["data"]} >= {"insertion_simultaneous"}
+    assert not [p for p in (media / "images").rglob("curves_*.png") if label in p.as_posix()]
 
 
 def check_tensorboard(

@@ -3,7 +3,8 @@
 :func:`open_page` starts ``chromium --headless --remote-debugging-port=0``, connects to the browser's
 DevTools websocket (a minimal RFC 6455 client over a plain socket on 127.0.0.1), opens a page on a
 ``file://`` URL, and records every console message, uncaught exception, log entry and network
-request while the page loads. The page can then be queried with JavaScript and captured as a PNG.
+request while the page loads. The page can then be queried with JavaScript, driven with real mouse
+and key events, resized, and captured as a PNG.
 
 Used by the dashboard browser test and to make the screenshot in ``docs/_static/dashboard.png``.
 """
@@ -184,16 +185,60 @@ class Page:
                 return params
         raise TimeoutError(f"no {event} within {self.timeout} s")
 
-    def evaluate(self, expression: str) -> Any:
-        """Evaluate JavaScript in the page and return its (JSON) value."""
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+    def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        """Evaluate JavaScript in the page and return its (JSON) value; with ``await_promise``
+        wait for the promise the expression returns and return its value."""
+        params: dict[str, Any] = {"expression": expression, "returnByValue": True}
+        if await_promise:
+            params["awaitPromise"] = True
+        result = self.send("Runtime.evaluate", params)
         if "exceptionDetails" in result:
             raise RuntimeError(f"JavaScript failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, path: Path) -> Path:
-        """Capture the viewport as a PNG file."""
-        shot = self.send("Page.captureScreenshot", {"format": "png"})
+    def set_viewport(self, width: int, height: int) -> None:
+        """Emulate a viewport of ``width`` x ``height`` CSS pixels (scale factor 1)."""
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+
+    def navigate(self, url: str) -> None:
+        """Load ``url`` and wait for its load event."""
+        self.send("Page.navigate", {"url": url})
+        self.wait_for("Page.loadEventFired")
+
+    def mouse(self, kind: str, x: float, y: float, *, clicks: int = 0) -> None:
+        """Dispatch a real mouse event at viewport coordinates ``(x, y)``: ``kind`` is
+        ``mouseMoved``, ``mousePressed`` or ``mouseReleased`` (left button)."""
+        params: dict[str, Any] = {"type": kind, "x": x, "y": y}
+        if kind != "mouseMoved":
+            params.update(button="left", clickCount=max(1, clicks))
+        else:
+            params["button"] = "none"
+        self.send("Input.dispatchMouseEvent", params)
+
+    def key(self, key: str, code: str | None = None, key_code: int | None = None) -> None:
+        """Press and release one key (e.g. ``"ArrowRight"``) on the focused element."""
+        codes = {"ArrowLeft": 37, "ArrowRight": 39, "ArrowUp": 38, "ArrowDown": 40, "Escape": 27}
+        params: dict[str, Any] = {
+            "key": key,
+            "code": code or key,
+            "windowsVirtualKeyCode": key_code or codes.get(key, 0),
+        }
+        self.send("Input.dispatchKeyEvent", {"type": "keyDown", **params})
+        self.send("Input.dispatchKeyEvent", {"type": "keyUp", **params})
+
+    def screenshot(self, path: Path, *, full_page: bool = False) -> Path:
+        """Capture the viewport (or, with ``full_page``, the whole page) as a PNG file."""
+        params: dict[str, Any] = {"format": "png"}
+        if full_page:
+            params["captureBeyondViewport"] = True
+            size = self.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+            )
+            params["clip"] = {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}
+        shot = self.send("Page.captureScreenshot", params)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
@@ -274,12 +319,8 @@ def open_page(
             page = Page(ws=ws, session=session, timeout=timeout, _next_id=10)
             for domain in ("Page", "Runtime", "Log", "Network"):
                 page.send(f"{domain}.enable")
-            page.send(
-                "Emulation.setDeviceMetricsOverride",
-                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-            )
-            page.send("Page.navigate", {"url": url})
-            page.wait_for("Page.loadEventFired")
+            page.set_viewport(width, height)
+            page.navigate(url)
             yield page
         finally:
             if ws is not None:

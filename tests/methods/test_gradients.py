@@ -25,8 +25,15 @@ from lightning_explain.methods.gradients import (
     smoothgrad_noise,
 )
 from tests.helpers import TinyCNN, hook_count, images, untouched
+from tests.metrics.reference import paper_blur
 
 SIZE = (32, 32)
+
+
+def _scaled_blur(x: Tensor) -> Tensor:
+    """The paper's k=11, sigma=5 blur of 224 px images, scaled to ``x`` (k=3 at 32 px)."""
+    k, sigma = paper_blur(min(int(x.shape[-2]), int(x.shape[-1])))
+    return gaussian_blur(x, k, sigma)
 
 
 @pytest.fixture
@@ -119,7 +126,7 @@ def test_integrated_gradients_matches_captum(
     ig1 = IntegratedGradients(cos)
     ig2 = IntegratedGradients(lambda b, a: cos(a, b))
     for ig, x, other, attr in ((ig1, x1, x2, attr1), (ig2, x2, x1, attr2)):
-        base = gaussian_blur(x) if baseline == "blur" else torch.zeros_like(x)
+        base = _scaled_blur(x) if baseline == "blur" else torch.zeros_like(x)
         ref = ig.attribute(
             x,
             baselines=base,
@@ -156,8 +163,8 @@ def test_integrated_gradients_completeness(net: str, baseline: str) -> None:
     attr1, attr2 = integrated_gradients_attributions(model, x1, x2, baseline=baseline, n_steps=64)
     cos = _cos(model)
     with torch.no_grad():
-        b1 = gaussian_blur(x1) if baseline == "blur" else torch.zeros_like(x1)
-        b2 = gaussian_blur(x2) if baseline == "blur" else torch.zeros_like(x2)
+        b1 = _scaled_blur(x1) if baseline == "blur" else torch.zeros_like(x1)
+        b2 = _scaled_blur(x2) if baseline == "blur" else torch.zeros_like(x2)
         gain1 = cos(x1, x2) - cos(b1, x2)
         gain2 = cos(x1, x2) - cos(x1, b2)
     for attr, gain in ((attr1, gain1), (attr2, gain2)):
@@ -216,8 +223,8 @@ def test_blur_is_the_blurred_plain_map(
     blurred = method(model, x1, x2, blur=True, **options)
     # The plain map is the raw map scaled by a positive factor, and blurring is linear, so the
     # blurred map equals the normalised blur of the plain map.
-    torch.testing.assert_close(blurred.h1, finalize_maps(gaussian_blur(plain.h1), SIZE))
-    torch.testing.assert_close(blurred.h2, finalize_maps(gaussian_blur(plain.h2), SIZE))
+    torch.testing.assert_close(blurred.h1, finalize_maps(_scaled_blur(plain.h1), SIZE))
+    torch.testing.assert_close(blurred.h2, finalize_maps(_scaled_blur(plain.h2), SIZE))
     assert not torch.allclose(blurred.h1, plain.h1, atol=1e-3)
 
 
@@ -250,7 +257,7 @@ def test_averaged_transforms_matches_loop_reference(
         return 1 - x
 
     t: object = invert if transform == "callable" else "blur"
-    tx = invert if transform == "callable" else gaussian_blur
+    tx = invert if transform == "callable" else _scaled_blur
     ref1, ref2 = _at_reference(model, x1, x2, tx(x1), tx(x2), steps=4)
     e = averaged_transforms(model, x1, x2, transform=t, steps=4, batch_size=3)
     torch.testing.assert_close(e.h1, ref1, atol=1e-5, rtol=1e-4)

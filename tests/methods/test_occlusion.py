@@ -16,7 +16,10 @@ from lightning_explain._core import finalize_maps, pair_context
 from lightning_explain.methods.occlusion import (
     _conditional_occlusion_maps,
     _context_agnostic_maps,
+    default_stride,
+    default_window,
     erasing_boxes,
+    resolve_window,
     window_starts,
 )
 from tests.helpers import TinyCNN, images, left_mass
@@ -81,18 +84,26 @@ def _loop_occlusion(
     stride: int,
     fill: float,
     context_agnostic: bool,
+    estimator: str = "paper",
 ) -> tuple[Tensor, Tensor]:
-    """Per-pair, per-position loop reference of CO / CACO raw maps (mean over covering windows)."""
+    """Per-pair, per-position loop reference of CO / CACO raw maps (mean over covering windows).
+
+    CACO's ``estimator="baseline"`` compares the patch difference with the partner's difference
+    from the all-fill image; ``"paper"`` with the partner itself.
+    """
     model.eval()
     b, _, h, w = x1.shape
     wh, ww = min(window, h), min(window, w)
     raw = torch.zeros(2, b, h, w, dtype=torch.float64)
     count = torch.zeros(h, w, dtype=torch.float64)
     with torch.no_grad():
+        empty = model(torch.full_like(x1[:1], fill))[0]
         for i in range(b):
             z = [model(x1[i : i + 1])[0], model(x2[i : i + 1])[0]]
             for side, x in enumerate((x1[i], x2[i])):
                 partner = z[1 - side]
+                if context_agnostic and estimator == "baseline":
+                    partner = partner - empty
                 for top in _starts(h, window, stride):
                     for left in _starts(w, window, stride):
                         win = (slice(None), slice(top, top + wh), slice(left, left + ww))
@@ -178,34 +189,114 @@ def test_conditional_occlusion_matches_captum(window: int, stride: int) -> None:
     )
 
 
-@pytest.mark.parametrize("context_agnostic", [False, True])
-def test_occlusion_matches_loop_reference(context_agnostic: bool) -> None:
+@pytest.mark.parametrize(
+    ("context_agnostic", "estimator"), [(False, "-"), (True, "paper"), (True, "baseline")]
+)
+def test_occlusion_matches_loop_reference(context_agnostic: bool, estimator: str) -> None:
     # Non-square, with an extra flush position on both axes: rows 0,4,8 + 10; cols 0,4,8,12 + 14.
     model = Centred()
     x1, x2 = images(2, 3, 16, 20, seed=3), images(2, 3, 16, 20, seed=4)
-    ref1, ref2 = _loop_occlusion(model, x1, x2, 6, 4, 0.1, context_agnostic)
+    ref1, ref2 = _loop_occlusion(model, x1, x2, 6, 4, 0.1, context_agnostic, estimator)
+    opts: dict[str, Any] = {"estimator": estimator} if context_agnostic else {}
     maps = _context_agnostic_maps if context_agnostic else _conditional_occlusion_maps
     with pair_context(model, x1, x2) as ctx:
-        raw1, raw2, _ = maps(ctx, 6, 4, 0.1, 64)
+        raw1, raw2, _ = maps(ctx, 6, 4, 0.1, 64, **opts)
     torch.testing.assert_close(raw1, ref1, atol=1e-5, rtol=0)
     torch.testing.assert_close(raw2, ref2, atol=1e-5, rtol=0)
     method = "context_agnostic_occlusion" if context_agnostic else "conditional_occlusion"
-    e = explain(model, x1, x2, method=method, window=6, stride=4, fill=0.1)
+    e = explain(model, x1, x2, method=method, window=6, stride=4, fill=0.1, **opts)
     torch.testing.assert_close(e.h1, finalize_maps(ref1, (16, 20), minmax=True), atol=1e-4, rtol=0)
     torch.testing.assert_close(e.h2, finalize_maps(ref2, (16, 20), minmax=True), atol=1e-4, rtol=0)
 
 
-def test_window_larger_than_one_side_is_clamped() -> None:
+def test_window_as_high_as_the_image_slides_along_the_width() -> None:
     model = Centred()
     x1, x2 = images(1, 3, 16, 40, seed=5), images(1, 3, 16, 40, seed=6)
-    e = explain(model, x1, x2, method="conditional_occlusion", window=24, stride=8)
+    e = explain(model, x1, x2, method="conditional_occlusion", window=16, stride=8)
     # The window spans the full height, so scores vary along the width only.
     for h in (e.h1, e.h2):
         assert torch.equal(h, h[:, :1].expand_as(h))
         assert h.amax() == 1
-    # Larger than both sides: one position filling the whole image, nothing to rank.
-    e = explain(model, x1, x2, method="conditional_occlusion", window=64)
-    assert torch.equal(e.h1, torch.zeros_like(e.h1))
+        assert h.amin() < 1
+
+
+@pytest.mark.parametrize("method", ["conditional_occlusion", "context_agnostic_occlusion"])
+@pytest.mark.parametrize(("size", "window"), [((16, 40), 24), ((16, 40), 64), ((12, 12), 12)])
+def test_window_that_does_not_fit_is_refused(
+    method: str, size: tuple[int, int], window: int
+) -> None:
+    # Larger than the shorter side, or the whole image: at most one position, an all-zero map.
+    x1, x2 = images(1, 3, *size, seed=5), images(1, 3, *size, seed=6)
+    with pytest.raises(ValueError, match=rf"`window`.*window={window}.*Pass e\.g\. window=\d+"):
+        explain(Centred(), x1, x2, method=method, window=window)
+
+
+@pytest.mark.parametrize(
+    ("size", "window", "stride"), [(224, 64, 8), (64, 18, 2), (32, 9, 1), (16, 5, 1), (8, 4, 1)]
+)
+def test_default_window_and_stride_scale_with_the_size(size: int, window: int, stride: int) -> None:
+    assert default_window(size, size) == window
+    assert default_stride(size, size) == stride
+    assert resolve_window(None, None, (size, size), owner="x") == (window, stride)
+    assert resolve_window(7, 3, (size, size), owner="x") == (7, 3)  # explicit values win
+    # The shorter side sets the defaults of non-square images.
+    assert default_window(size, 3 * size) == window
+
+
+def test_default_window_at_224_px_is_bitwise_the_papers() -> None:
+    model = Centred()
+    x1, x2 = images(1, 3, 224, 224, seed=1), images(1, 3, 224, 224, seed=2)
+    default = explain(model, x1, x2, method="conditional_occlusion")
+    paper = explain(model, x1, x2, method="conditional_occlusion", window=64, stride=8)
+    assert torch.equal(default.h1, paper.h1)
+    assert torch.equal(default.h2, paper.h2)
+
+
+@pytest.mark.parametrize("method", ["conditional_occlusion", "context_agnostic_occlusion"])
+def test_default_window_localises_at_32_px(method: str) -> None:
+    # The paper's absolute 64 px window clamped to 32 px images left one position (all-zero maps).
+    x1 = images(2, 3, 32, 32, seed=9)
+    x2 = 0.8 * x1 + 0.2 * images(2, 3, 32, 32, seed=10)
+    e = explain(LeftCells(), x1, x2, method=method)
+    for h in (e.h1, e.h2):
+        assert (h.flatten(1).amax(1) == 1).all()
+        assert (left_mass(h) > 0.8).all()
+
+
+@pytest.mark.parametrize("output", ["coverage", "grid"])
+def test_stride_larger_than_the_window_gives_a_full_map(output: str) -> None:
+    # 3 px windows every 8 px (starts 0, 8, 16, 24 and a flush 29) leave gaps between them.
+    x1 = images(1, 3, 32, 32, seed=9)
+    x2 = 0.8 * x1 + 0.2 * images(1, 3, 32, 32, seed=10)
+    opts: dict[str, Any] = {"window": 3, "stride": 8, "output": output}
+    e = explain(LeftCells(), x1, x2, method="conditional_occlusion", **opts)
+    for h in (e.h1, e.h2):
+        assert h.amax() == 1
+        assert left_mass(h) > 0.8
+        if output == "coverage":  # a gap pixel takes the nearest window's value (both at a tie)
+            torch.testing.assert_close(h[..., 3], h[..., 2])
+            torch.testing.assert_close(h[..., 7], h[..., 8])
+            torch.testing.assert_close(h[..., 5], (h[..., 2] + h[..., 8]) / 2)
+            torch.testing.assert_close(h[:, 4], h[:, 2])
+
+
+def test_grid_output_is_the_papers_grid_upsampled_bilinearly() -> None:
+    model = Centred()
+    x1, x2 = images(2, 3, 20, 24, seed=3), images(2, 3, 20, 24, seed=4)
+    with pair_context(model, x1, x2) as ctx:
+        grid1, grid2, _ = _conditional_occlusion_maps(ctx, 8, 4, 0.0, 64, "grid")
+    assert grid1.shape == (2, 4, 5)  # rows 0, 4, 8, 12; cols 0, 4, 8, 12, 16
+    ref1, _ = _loop_occlusion(model, x1, x2, 8, 4, 0.0, False)
+    # A window's grid score is the drop of that window: the loop's mean over windows at a pixel
+    # covered by one window only (the top-left corner) equals the first grid cell.
+    torch.testing.assert_close(grid1[:, 0, 0], ref1[:, 0, 0], atol=1e-5, rtol=0)
+    e = explain(model, x1, x2, method="conditional_occlusion", window=8, stride=4, output="grid")
+    low = grid1.flatten(1).amin(1).view(-1, 1, 1, 1)
+    up = F.interpolate(
+        grid1.unsqueeze(1) - low, size=(20, 24), mode="bilinear", align_corners=False
+    )[:, 0]
+    torch.testing.assert_close(e.h1, up / up.flatten(1).amax(1).view(-1, 1, 1), atol=1e-5, rtol=0)
+    assert grid2.shape == (2, 4, 5)
 
 
 def test_conditional_occlusion_localises_for_a_positive_pair() -> None:
@@ -232,17 +323,27 @@ def _loop_pairwise(
     temperature: float,
     credit: str,
     seed: int,
+    estimator: str = "paper",
 ) -> tuple[Tensor, Tensor]:
+    """Per-pair, per-erasure loop reference of pairwise occlusion.
+
+    ``"paper"``: softmax votes of the drops, credited by ``credit``. ``"baseline"``: each image's
+    Shapley share of the drop (``credit="shapley"``) or the drop itself, minus its mean over the
+    erasures, summed over the erasures covering a pixel and divided by the square root of their
+    number.
+    """
     model.eval()
     b, _, h, w = x1.shape
     top, left, hh, ww = erasing_boxes(
         torch.Generator().manual_seed(seed), (2, b, n), (h, w), scale, ratio
     )
     raw = torch.zeros(2, b, h, w)
+    count = torch.zeros(2, b, h, w)
     with torch.no_grad():
         for i in range(b):
-            base = _cos(model(x1[i : i + 1]), model(x2[i : i + 1]))
-            drops, x1_weaker = [], []
+            z1, z2 = model(x1[i : i + 1])[0], model(x2[i : i + 1])[0]
+            base = _cos(z1, z2)
+            drops, x1_weaker, alone = [], [], []
             for k in range(n):
                 erased = []
                 for side, x in enumerate((x1[i], x2[i])):
@@ -252,19 +353,44 @@ def _loop_pairwise(
                     erased.append(model(y[None])[0])
                 drops.append(base - _cos(erased[0], erased[1]))
                 x1_weaker.append(bool(erased[0].norm() < erased[1].norm()))
-            weights = torch.softmax(torch.tensor(drops) / temperature, dim=0)
+                alone.append((base - _cos(erased[0], z2), base - _cos(z1, erased[1])))
+            d = torch.tensor(drops)
+            weights = [torch.softmax(d / temperature, dim=0)] * 2
+            if estimator == "baseline":
+                a = torch.tensor(alone)  # (n, 2)
+                parts = [d, d]
+                if credit == "shapley":
+                    parts = [(a[:, 0] + d - a[:, 1]) / 2, (a[:, 1] + d - a[:, 0]) / 2]
+                weights = [p - p.mean() for p in parts]
             for k in range(n):
                 for side in (0, 1):
                     if credit == "norm" and x1_weaker[k] != (side == 0):
                         continue
                     t, lf = int(top[side, i, k]), int(left[side, i, k])
                     th, tw = t + int(hh[side, i, k]), lf + int(ww[side, i, k])
-                    raw[side, i, t:th, lf:tw] += weights[k]
-    return finalize_maps(raw[0], (h, w)), finalize_maps(raw[1], (h, w))
+                    raw[side, i, t:th, lf:tw] += weights[side][k]
+                    count[side, i, t:th, lf:tw] += 1
+    if estimator == "baseline":
+        raw = raw / count.clamp(min=1).sqrt()
+    minmax = estimator == "baseline"
+    return finalize_maps(raw[0], (h, w), minmax=minmax), finalize_maps(
+        raw[1], (h, w), minmax=minmax
+    )
 
 
-@pytest.mark.parametrize(("credit", "temperature"), [("both", 1.0), ("norm", 0.1)])
-def test_pairwise_occlusion_matches_loop_reference(credit: str, temperature: float) -> None:
+@pytest.mark.parametrize(
+    ("estimator", "credit", "temperature"),
+    [
+        ("paper", "both", 1.0),
+        ("paper", "norm", 0.1),
+        ("baseline", None, None),  # the default: Shapley credit
+        ("baseline", "both", None),
+        ("baseline", "norm", None),
+    ],
+)
+def test_pairwise_occlusion_matches_loop_reference(
+    estimator: str, credit: str | None, temperature: float | None
+) -> None:
     model = Centred()
     x1, x2 = images(2, 3, 20, 24, seed=7), images(2, 3, 20, 24, seed=8)
     opts: dict[str, Any] = {
@@ -272,16 +398,20 @@ def test_pairwise_occlusion_matches_loop_reference(credit: str, temperature: flo
         "scale": (0.05, 0.4),
         "ratio": (0.5, 2.0),
         "fill": 0.2,
+        "estimator": estimator,
         "temperature": temperature,
         "credit": credit,
         "seed": 5,
     }
     e = explain(model, x1, x2, method="pairwise_occlusion", **opts)
+    resolved = credit or ("norm" if estimator == "paper" else "shapley")
     ref1, ref2 = _loop_pairwise(
-        model, x1, x2, 12, (0.05, 0.4), (0.5, 2.0), 0.2, temperature, credit, 5
+        model, x1, x2, 12, (0.05, 0.4), (0.5, 2.0), 0.2, temperature or 1.0, resolved, 5, estimator
     )
-    torch.testing.assert_close(e.h1, ref1, atol=1e-5, rtol=0)
-    torch.testing.assert_close(e.h2, ref2, atol=1e-5, rtol=0)
+    # Mean-subtracted votes are small and min-max rescales them: float32 rounding reaches 3e-5.
+    atol = 1e-4 if estimator == "baseline" else 1e-5
+    torch.testing.assert_close(e.h1, ref1, atol=atol, rtol=0)
+    torch.testing.assert_close(e.h2, ref2, atol=atol, rtol=0)
 
 
 def test_erasing_boxes_follow_torchvision_random_erasing() -> None:
@@ -318,7 +448,13 @@ def test_pairwise_occlusion_does_not_credit_black_pixels() -> None:
     # on every erasure. Here credit follows the rectangles only.
     x1, x2 = images(1, 3, 24, 24, seed=1), images(1, 3, 24, 24, seed=2)
     x1[..., :, :6] = 0.0
-    opts: dict[str, Any] = {"n_erasures": 3, "scale": (0.02, 0.05), "seed": 2, "credit": "both"}
+    opts: dict[str, Any] = {
+        "n_erasures": 3,
+        "scale": (0.02, 0.05),
+        "seed": 2,
+        "credit": "both",
+        "estimator": "paper",
+    }
     e = explain(Centred(), x1, x2, method="pairwise_occlusion", **opts)
     top, left, h, w = erasing_boxes(
         torch.Generator().manual_seed(2), (2, 1, 3), (24, 24), (0.02, 0.05), (1.0, 1.5)
@@ -370,7 +506,9 @@ def test_documented_forward_cost(method: str, per_pair: int) -> None:
     counted = Counting(Centred())
     x1, x2 = images(3, 3, 16, 20, seed=1), images(3, 3, 16, 20, seed=2)
     explain(counted, x1, x2, method=method, **FAST_OPTS[method])
-    assert sum(counted.batches) == 3 * per_pair
+    # CACO's default estimator embeds the all-fill image once per call.
+    per_call = 1 if method == "context_agnostic_occlusion" else 0
+    assert sum(counted.batches) == 3 * per_pair + per_call
 
 
 @pytest.mark.parametrize("method", OCCLUSION)
@@ -408,7 +546,11 @@ BAD: list[Case] = [
     ("pairwise_occlusion", {"scale": 0.2}, TypeError, "scale"),
     ("pairwise_occlusion", {"ratio": (-1.0, 1.5)}, ValueError, "ratio"),
     ("pairwise_occlusion", {"ratio": (1.0, "a")}, TypeError, "ratio"),
-    ("pairwise_occlusion", {"temperature": 0.0}, ValueError, "temperature"),
+    ("pairwise_occlusion", {"temperature": 0.0, "estimator": "paper"}, ValueError, "temperature"),
+    ("pairwise_occlusion", {"temperature": 0.5}, ValueError, "temperature` only with"),
+    ("pairwise_occlusion", {"estimator": "softmax"}, ValueError, "estimator"),
+    ("context_agnostic_occlusion", {"estimator": "x"}, ValueError, "estimator"),
+    ("conditional_occlusion", {"output": "pixels"}, ValueError, "output"),
     ("pairwise_occlusion", {"credit": "x1"}, ValueError, "credit"),
     ("pairwise_occlusion", {"seed": -1}, ValueError, "seed"),
     ("pairwise_occlusion", {"seed": 1.5}, TypeError, "seed"),

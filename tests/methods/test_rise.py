@@ -51,23 +51,39 @@ def test_masks_keep_p_keep_on_average(p_keep: float) -> None:
     assert masks.mean().item() == pytest.approx(p_keep, abs=0.02)
 
 
-def test_rise_matches_loop_reference() -> None:
+@pytest.mark.parametrize("estimator", ["paper", "baseline"])
+def test_rise_matches_loop_reference(estimator: str) -> None:
     model = Centred()
     x1, x2 = images(2, 3, 16, 20, seed=1), images(2, 3, 16, 20, seed=2)
     n, cell, p_keep, seed = 24, 4, 0.6, 3
-    e = explain(model, x1, x2, method="rise", n_masks=n, cell=cell, p_keep=p_keep, seed=seed)
+    e = explain(
+        model,
+        x1,
+        x2,
+        method="rise",
+        n_masks=n,
+        cell=cell,
+        p_keep=p_keep,
+        seed=seed,
+        estimator=estimator,
+    )
     masks = _masks(n, cell, p_keep, (16, 20), seed)
     model.eval()
     raw = torch.zeros(2, 2, 16, 20)
     with torch.no_grad():
         for i in range(2):
             z1, z2 = model(x1[i : i + 1]), model(x2[i : i + 1])
+            sims = torch.zeros(2, n)
             for k in range(n):
-                s1 = F.cosine_similarity(model(x1[i : i + 1] * masks[k]), z2)
-                s2 = F.cosine_similarity(z1, model(x2[i : i + 1] * masks[k]))
-                raw[0, i] += s1[0] * masks[k]
-                raw[1, i] += s2[0] * masks[k]
-    raw /= n * p_keep
+                sims[0, k] = F.cosine_similarity(model(x1[i : i + 1] * masks[k]), z2)[0]
+                sims[1, k] = F.cosine_similarity(z1, model(x2[i : i + 1] * masks[k]))[0]
+            if estimator == "baseline":  # the mean over the masks subtracted
+                sims -= sims.mean(dim=1, keepdim=True)
+            for k in range(n):
+                raw[0, i] += sims[0, k] * masks[k]
+                raw[1, i] += sims[1, k] * masks[k]
+    # paper: divided by N * p_keep; baseline: by each pixel's summed mask value (its coverage)
+    raw /= n * p_keep if estimator == "paper" else masks.sum(0)
     torch.testing.assert_close(
         e.h1, finalize_maps(raw[0], (16, 20), minmax=True), atol=1e-4, rtol=0
     )

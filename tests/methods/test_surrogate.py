@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,6 +178,38 @@ def test_bce_targets() -> None:
     )
 
 
+def test_standardised_targets() -> None:
+    y = torch.tensor([[0.2, 0.4, 0.6], [0.99998, 0.99999, 1.0], [7.0, 7.0, 7.0]])
+    got = S._standardised_targets(y)
+    # (y - mean) / std with the unbiased std: -1, 0, 1 for both rows; constant labels: 0.5.
+    expected = torch.sigmoid(torch.tensor([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)
+    # Offset and scale of the labels do not matter: a saturated model gets a centred one's targets.
+    torch.testing.assert_close(
+        S._standardised_targets(1.0 + 1e-4 * y[:1]), got[:1], atol=1e-3, rtol=0
+    )
+
+
+def test_targets_option_selects_the_papers_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Tensor] = {}
+    fit = S._fit_surrogates
+
+    def spy(u: Tensor, y: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        seen["targets"] = y
+        return fit(u, y, *args, **kwargs)
+
+    monkeypatch.setattr(S, "_fit_surrogates", spy)
+    x1, x2 = images(1, 3, 8, 8, seed=1), images(1, 3, 8, 8, seed=2)
+    pixel_invariance(LeftBlocks(), x1, x2, targets="paper", **FAST)
+    paper = seen["targets"]
+    pixel_invariance(LeftBlocks(), x1, x2, **FAST)
+    default = seen["targets"]
+    assert paper.amin() >= 0
+    assert paper.amax() <= 1
+    torch.testing.assert_close(default.logit().mean(1), torch.zeros(2), atol=1e-4, rtol=0)
+    assert not torch.allclose(paper, default)
+
+
 def test_nmf_labels_match_sklearn() -> None:
     from sklearn.decomposition import NMF
 
@@ -266,8 +299,15 @@ def test_weights_to_maps() -> None:
     assert (S._weights_to_maps(torch.ones(2, 12), 3, (2, 2), threshold=0.5, blur=False) == 0).all()
     big = torch.randn(2, 3 * 16 * 20, generator=torch.Generator().manual_seed(8))
     raw = S._weights_to_maps(big, 3, (16, 20), threshold=0.5, blur=False)
+    # The paper's k=11, sigma=5 on its 64 px grid, scaled to the 16 px grid: k=3, sigma=1.25.
     torch.testing.assert_close(
-        S._weights_to_maps(big, 3, (16, 20), threshold=0.5, blur=True), gaussian_blur(raw, 11, 5.0)
+        S._weights_to_maps(big, 3, (16, 20), threshold=0.5, blur=True), gaussian_blur(raw, 3, 1.25)
+    )
+    big64 = torch.randn(1, 3 * 64 * 64, generator=torch.Generator().manual_seed(9))
+    raw64 = S._weights_to_maps(big64, 3, (64, 64), threshold=0.5, blur=False)
+    assert torch.equal(
+        S._weights_to_maps(big64, 3, (64, 64), threshold=0.5, blur=True),
+        gaussian_blur(raw64, 11, 5.0),
     )
     small = S._weights_to_maps(big[:, : 3 * 16], 3, (4, 4), threshold=0.5, blur=True)
     assert small.shape == (2, 4, 4)
@@ -278,12 +318,15 @@ def test_weights_to_maps() -> None:
     ("hw", "size", "grid"),
     [
         ((224, 224), 64, (64, 64)),
+        ((224, 224), None, (64, 64)),  # the default: 64/224 of the shorter side
+        ((32, 48), None, (9, 14)),
+        ((64, 64), None, (18, 18)),
         ((32, 48), 64, (32, 48)),
         ((40, 96), 16, (16, 38)),
         ((96, 40), 16, (38, 16)),
     ],
 )
-def test_surrogate_grid(hw: tuple[int, int], size: int, grid: tuple[int, int]) -> None:
+def test_surrogate_grid(hw: tuple[int, int], size: int | None, grid: tuple[int, int]) -> None:
     assert S._surrogate_grid(*hw, size) == grid
 
 
@@ -375,6 +418,7 @@ def test_epochs_default_depends_on_nmf(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"epochs": 0}, "epochs"),
         ({"n_components": 0}, "n_components"),
         ({"batch_size": 0}, "batch_size"),
+        ({"targets": "raw"}, "targets"),
     ],
 )
 def test_bad_options_raise_value_error(options: dict[str, object], match: str) -> None:

@@ -77,8 +77,20 @@ def full_map(h: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(h[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
 
 
+def paper_blur(side: int, kernel: int = 11, sigma: float = 5.0) -> tuple[int, float]:
+    """The paper's 224 px blur scaled to ``side`` px, restated: kernel ``kernel * side / 224``
+    rounded to the nearest odd size (ties: the larger), at least 3, at most ``2 * side - 1``;
+    sigma scaled alike."""
+    if side == 224:
+        return kernel, sigma
+    k = kernel * side / 224
+    odd = min(range(1, int(k) + 3, 2), key=lambda o: (abs(o - k), -o))
+    return min(max(3, odd), 2 * side - 1), sigma * side / 224
+
+
 def blurred(x: Tensor) -> Tensor:
-    return gaussian_blur(x.unsqueeze(0), [11, 11], [5.0, 5.0])[0]
+    k, sigma = paper_blur(min(int(x.shape[-2]), int(x.shape[-1])))
+    return gaussian_blur(x.unsqueeze(0), [k, k], [sigma, sigma])[0]
 
 
 def step_images(start: Tensor, finish: Tensor, h: Tensor, n_steps: int) -> list[Tensor]:

@@ -40,6 +40,7 @@ from lightning_explain._core import (
     check_heatmap,
     gaussian_blur,
     pair_context,
+    relative_blur,
     upsample_maps,
 )
 from lightning_explain.explanation import PairExplanation
@@ -107,7 +108,9 @@ Substrate = Union[SubstrateName, float]
 """What a perturbed pixel becomes (deletion) or starts from (insertion): a name or a constant."""
 
 BLUR_KERNEL = 11
+"""Kernel of the paper's substrate blur at its 224 px reference size (scaled by :func:`blur`)."""
 BLUR_SIGMA = 5.0
+"""Sigma of the paper's substrate blur at 224 px (scaled by :func:`blur`)."""
 
 _MODE_HINT = (
     "'simultaneous' perturbs both images at each step; 'conditional' perturbs one image while "
@@ -247,13 +250,23 @@ def intact_embeddings(ctx: PairContext, batch_size: int) -> tuple[Tensor, Tensor
 
 
 def blur(x: Tensor) -> Tensor:
-    """The paper's Gaussian blur (torchvision, kernel 11, sigma 5) of ``(B, C, H, W)`` images.
+    """The paper's Gaussian blur of ``(B, C, H, W)`` images, scaled to the image size.
 
-    For images smaller than 6 pixels on a side the kernel is shrunk to ``2 * min(H, W) - 1`` so
-    that torchvision's reflect padding stays valid.
+    The paper blurs its 224 px images with kernel 11, sigma 5 (:data:`BLUR_KERNEL`,
+    :data:`BLUR_SIGMA`). Here both are relative to that reference and scaled by the shorter side
+    ``s = min(H, W)`` (:func:`~lightning_explain._core.relative_blur`): kernel ``11 * s / 224``
+    rounded to the nearest odd size, at least 3, sigma ``5 * s / 224``. That is k=11, sigma=5 at
+    224 px (bitwise the paper's blur), k=3, sigma=1.43 at 64 px and k=3, sigma=0.71 at 32 px, so
+    the substrate keeps the same share of the image's detail at every size (an 11 px, sigma 5 blur
+    of a 32 px image would wash out a sixth of its side per sigma). On images smaller than 2
+    pixels on a side the kernel shrinks to ``2 * min(H, W) - 1``, which reflect padding allows.
     """
-    kernel = min(BLUR_KERNEL, 2 * min(int(x.shape[-2]), int(x.shape[-1])) - 1)
-    return gaussian_blur(x, kernel, BLUR_SIGMA)
+    kernel, sigma = relative_blur(
+        min(int(x.shape[-2]), int(x.shape[-1])), kernel=BLUR_KERNEL, sigma=BLUR_SIGMA
+    )
+    if kernel <= 1:
+        return x.clone()
+    return gaussian_blur(x, kernel, sigma)
 
 
 def _channel_mean(x: Tensor) -> Tensor:
@@ -271,7 +284,8 @@ def make_substrate(x: Tensor, substrate: Substrate) -> Tensor:
     """The ``(B, C, H, W)`` substrate image of each image in ``x`` (``substrate`` checked by
     :func:`check_substrate`).
 
-    ``"blur"``: the blurred image (k=11, sigma=5); ``"zero"``: zeros (black for [0, 1] inputs, the
+    ``"blur"``: the blurred image (k=11, sigma=5 at 224 px, scaled to the size, see
+    :func:`blur`); ``"zero"``: zeros (black for [0, 1] inputs, the
     dataset mean for normalised inputs); ``"mean"``: each image's per-channel mean; a number: that
     constant.
     """

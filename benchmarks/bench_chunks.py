@@ -1,0 +1,210 @@
+"""Chunk sizes that fit the model: methods and metrics against their forward-pass floor, with the
+memory-bound default chunk and with the chunk measured for the model (``chunk_tuning``).
+
+For each model (a tiny CNN and torchvision's ResNet-18, ``weights=None``) and image size, every
+operation (insertion + deletion in both modes, conditional occlusion, RISE, SmoothGrad) runs
+
+* **bound**: ``batch_size=None`` outside :func:`lightning_explain._perf.chunk_tuning`, i.e. the
+  memory bound of :func:`lightning_explain._perf.auto_batch_size` (the default before tuning);
+* **tuned**: the same call inside ``chunk_tuning()`` (what ``evaluate_probe``, the callback and
+  the CLI do); the one-off probe is timed separately (``probe``) and excluded from the runs;
+* **floor**: the same number of image forwards as the operation (forward-only under
+  ``torch.inference_mode``; forward + input-gradient backward for the images the operation runs
+  with autograd), on random images, in full batches of the faster of the two chunk sizes.
+
+Runs are interleaved and the minimum of ``--repeats`` counts. Scores and maps of the bound and
+tuned runs must agree to 1e-4 (chunking changes only float rounding).
+
+Example::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_chunks.py --models tiny resnet18 --sizes 32 64 224
+
+``--smoke`` runs a tiny configuration in seconds (used by the test suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from _common import ForwardRecorder, machine_line, resnet18_embedding, timed
+from torch import Tensor, nn
+
+from lightning_explain import explain
+from lightning_explain._perf import (
+    _TUNED,
+    AUTOGRAD_BYTES_PER_INPUT_BYTE,
+    BYTES_PER_INPUT_BYTE,
+    auto_batch_size,
+    chunk_tuning,
+)
+from lightning_explain.metrics import evaluate
+
+KEYS = [
+    "insertion_simultaneous",
+    "insertion_conditional",
+    "deletion_simultaneous",
+    "deletion_conditional",
+]
+
+
+def tiny_cnn(device: torch.device) -> nn.Module:
+    """A 3-conv CNN (8-16-32 channels, ~7k parameters), global average pool, linear head."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 32),
+    )
+    return net.eval().to(device)
+
+
+MODELS: dict[str, Callable[[torch.device], nn.Module]] = {
+    "tiny": tiny_cnn,
+    "resnet18": resnet18_embedding,
+}
+
+
+def operations(
+    x1: Tensor, x2: Tensor, h: tuple[Tensor, Tensor], n_steps: int, rise_masks: int
+) -> dict[str, Callable[[nn.Module], dict[str, Tensor]]]:
+    """name -> run(model) returning the tensors whose agreement is checked."""
+
+    def metrics(model: nn.Module) -> dict[str, Tensor]:
+        return evaluate(model, x1, x2, h, KEYS, n_steps=n_steps)
+
+    def method(name: str, **options: object) -> Callable[[nn.Module], dict[str, Tensor]]:
+        def run(model: nn.Module) -> dict[str, Tensor]:
+            e = explain(model, x1, x2, method=name, **options)
+            return {"h1": e.h1, "h2": e.h2}
+
+        return run
+
+    return {
+        "insertion+deletion": metrics,
+        "conditional_occlusion": method("conditional_occlusion"),
+        "rise": method("rise", n_masks=rise_masks),
+        "smoothgrad": method("smoothgrad"),
+    }
+
+
+def floor_run(
+    net: nn.Module, shape: tuple[int, ...], n_plain: int, n_grad: int, chunk: int
+) -> None:
+    """``n_plain`` forwards under inference mode and ``n_grad`` forward + input backward, in
+    batches of ``chunk`` random images."""
+    device = next(net.parameters()).device
+    x = torch.rand(chunk, *shape, device=device)
+    with torch.inference_mode():
+        for start in range(0, n_plain, chunk):
+            net(x[: min(chunk, n_plain - start)])
+    for start in range(0, n_grad, chunk):
+        leaf = x[: min(chunk, n_grad - start)].clone().requires_grad_(True)
+        torch.autograd.grad(net(leaf).sum(), leaf)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "resnet18"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[32, 64, 224])
+    parser.add_argument("--pairs", type=int, default=8, help="pairs below 224 px")
+    parser.add_argument("--pairs-224", type=int, default=2, help="pairs at 224 px and above")
+    parser.add_argument("--steps", type=int, default=16, help="n_steps of insertion/deletion")
+    parser.add_argument("--rise-masks", type=int, default=200)
+    parser.add_argument("--ops", nargs="+", default=None, help="operations to run (default: all)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (the minimum counts)")
+    parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.models, args.sizes, args.pairs, args.steps, args.repeats = ["tiny"], [16], 2, 4, 1
+        args.rise_masks = 16
+
+    device = torch.device(args.device)
+    print(
+        f"{machine_line(device)}, n_steps: {args.steps}, RISE masks: {args.rise_masks}, "
+        f"repeats: {args.repeats} (min counts)"
+    )
+    print(
+        f"{'model':9} {'size':>4} {'pairs':>5} {'operation':22} {'bound':>10} {'tuned':>10} "
+        f"{'probe':>7} {'floor':>8} {'bound/floor':>11} {'tuned/floor':>11} {'speed-up':>8}"
+    )
+    worst = 0.0
+    for model_name in args.models:
+        for size in args.sizes:
+            net = MODELS[model_name](device)
+            pairs = args.pairs if size < 224 else args.pairs_224
+            shape = (3, size, size)
+            g = torch.Generator().manual_seed(0)
+            x1 = torch.rand(pairs, *shape, generator=g).to(device)
+            x2 = torch.rand(pairs, *shape, generator=g).to(device)
+            h = (
+                torch.rand(pairs, 7, 7, generator=g).to(device),
+                torch.rand(pairs, 7, 7, generator=g).to(device),
+            )
+            ops = operations(x1, x2, h, args.steps, args.rise_masks)
+            for op_name, run in ops.items():
+                if args.ops is not None and op_name not in args.ops:
+                    continue
+                recorder = ForwardRecorder(net)
+                bound_out = run(recorder)  # warm-up and the forward count
+                n_plain = sum(n for n, grad in recorder.calls if not grad)
+                n_grad = sum(n for n, grad in recorder.calls if grad)
+                _TUNED.pop(net, None)
+                probe = timed(partial(_tuned, run, net), device)  # probe + one run
+                tuned_out = _tuned(run, net)
+                chunks = dict(_TUNED.get(net, {}))
+                caps = [
+                    auto_batch_size(device, shape, bytes_per_input_byte=BYTES_PER_INPUT_BYTE),
+                    auto_batch_size(
+                        device, shape, bytes_per_input_byte=AUTOGRAD_BYTES_PER_INPUT_BYTE
+                    ),
+                ]
+                floor_chunks = sorted({*caps, *chunks.values()})
+                diff = max((bound_out[k] - tuned_out[k]).abs().max().item() for k in bound_out)
+                bound_t, tuned_t, floor_t = [], [], []
+                for _ in range(args.repeats):  # interleaved
+                    bound_t.append(timed(partial(run, net), device))
+                    tuned_t.append(timed(partial(_tuned, run, net), device))
+                    floor_t.append(
+                        min(
+                            timed(partial(floor_run, net, shape, n_plain, n_grad, c), device)
+                            for c in floor_chunks
+                        )
+                    )
+                b, t, f = min(bound_t), min(tuned_t), min(floor_t)
+                worst = max(worst, t / f)
+                print(
+                    f"{model_name:9} {size:>4} {pairs:>5} {op_name:22} {b:>9.3f}s {t:>9.3f}s "
+                    f"{max(0.0, probe - t):>6.2f}s {f:>7.3f}s {b / f:>10.2f}x {t / f:>10.2f}x "
+                    f"{b / t:>7.2f}x"
+                )
+                print(
+                    f"{'':15} forwards: {n_plain} plain + {n_grad} with autograd; chunks: bound "
+                    f"{caps[0]} (autograd {caps[1]}), tuned "
+                    f"{sorted(set(chunks.values())) or 'none (no chunked pass)'}; "
+                    f"max |bound - tuned| {diff:.1e}"
+                )
+                if diff > 1e-4:
+                    print(f"ERROR: {op_name}: bound and tuned results disagree", file=sys.stderr)
+                    return 1
+    print(f"worst tuned/floor: {worst:.2f}x (goal <= 1.2x)")
+    return 0
+
+
+def _tuned(run: Callable[[nn.Module], dict[str, Tensor]], net: nn.Module) -> dict[str, Tensor]:
+    with chunk_tuning():
+        return run(net)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Size-relative defaults: the paper's 224 px pixel sizes scaled to the input, bitwise at 224."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_explain._core import REFERENCE_SIZE, gaussian_blur, relative_blur, relative_pixels
+from lightning_explain.metrics.functional._common import blur
+from tests.metrics.reference import paper_blur
+
+
+@pytest.mark.parametrize(("kernel", "sigma"), [(11, 5.0), (21, 1.3)])
+def test_relative_blur_matches_its_restatement(kernel: int, sigma: float) -> None:
+    for side in range(1, 700):
+        assert relative_blur(side, kernel=kernel, sigma=sigma) == paper_blur(side, kernel, sigma)
+    assert relative_blur(REFERENCE_SIZE, kernel=kernel, sigma=sigma) == (kernel, sigma)
+
+
+def test_relative_pixels() -> None:
+    assert relative_pixels(64, 224) == 64
+    assert relative_pixels(64, 32, minimum=4) == 9
+    assert relative_pixels(8, 16, minimum=1) == 1
+    assert relative_pixels(64, 448) == 128
+
+
+def test_substrate_blur_is_the_papers_at_224_px_and_scaled_below() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 224, 224, generator=g)
+    assert torch.equal(blur(x), gaussian_blur(x, 11, 5.0))
+    small = torch.rand(2, 3, 32, 48, generator=g)
+    torch.testing.assert_close(blur(small), gaussian_blur(small, 3, 5.0 * 32 / 224))
+    tiny = torch.rand(1, 3, 1, 5, generator=g)  # no kernel fits one row: unchanged
+    assert torch.equal(blur(tiny), tiny)
