@@ -96,7 +96,8 @@ def _live(n_ckpt: int, n_methods: int, n_pairs: int, size: int, folder: Path) ->
     import torch
     import torch.nn.functional as F
 
-    from lightning_explain.dashboard import LiveDashboard, MethodRecord, encode_image
+    from lightning_explain.dashboard import MethodRecord, encode_image
+    from lightning_explain.live_dashboard import LiveDashboard
     from tests.cli.test_dashboard import SYNTHETIC_METHODS
 
     g = torch.Generator().manual_seed(0)

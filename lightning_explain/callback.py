@@ -47,7 +47,6 @@ from lightning_explain._lightning import (
     trainer_stage,
 )
 from lightning_explain._perf import check_autocast_dtype
-from lightning_explain.dashboard import LiveDashboard, check_dashboard_dir, update_live_dashboard
 from lightning_explain.data.probe import ProbeSet
 from lightning_explain.data.sources import KNNSettings, ProbeSettings, ProbeSource
 from lightning_explain.diagnostics import diagnose, dry_run
@@ -61,6 +60,11 @@ from lightning_explain.evaluation import (
     evaluate_sharded,
     parse_interactions,
     parse_methods,
+)
+from lightning_explain.live_dashboard import (
+    LiveDashboard,
+    check_dashboard_dir,
+    update_live_dashboard,
 )
 from lightning_explain.metrics import DEFAULT_METRICS
 from lightning_explain.metrics._registry import resolve_metrics
@@ -704,7 +708,7 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
         dashboard_dir: a folder for a live dashboard: after every evaluation rank 0 rewrites
             ``<dashboard_dir>/index.html`` (atomically: a temporary file, then ``os.replace``),
             the interactive page of ``lightning-explain compare`` with one step per evaluation
-            (see :class:`lightning_explain.dashboard.LiveDashboard`), so that a run with only
+            (see :class:`lightning_explain.live_dashboard.LiveDashboard`), so that a run with only
             the CSV logger can be watched in a browser; the page reloads itself. A failure to
             write it is handled as ``on_error`` says. Default ``None`` (off).
         interactions: correspondence entries (``"point_to_point"``, ``"bilrp"`` or dicts with

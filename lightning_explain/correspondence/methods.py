@@ -296,7 +296,8 @@ def _contributions(
         g = torch.cat(parts, dim=len(lead)).detach().float()
         if pixel_cells is None:  # layers: (*lead, N, 1, h, w) or (*lead, N, T, 1)
             return g.flatten(len(lead) + 1)
-        assert site.pixel_grid is not None
+        if site.pixel_grid is None:  # pragma: no cover - pixel cells imply a pixel grid
+            raise RuntimeError("pixel-level interactions without a pixel grid")
         relevance = (g * x_det).sum(dim=len(lead) + 1).flatten(len(lead) + 1)  # (*lead, N, H*W)
         n_cells = site.pixel_grid[0] * site.pixel_grid[1]
         pooled = relevance.new_zeros(*relevance.shape[:-1], n_cells)
@@ -337,7 +338,8 @@ def _contributions(
         )
     c = torch.stack(rows)  # (K, N, P): pixel cells, or layer positions / tokens
     if site.module is None:
-        assert site.pixel_grid is not None
+        if site.pixel_grid is None:  # pragma: no cover - a site without a layer is a pixel site
+            raise RuntimeError("pixel-level interactions without a pixel grid")
         return _Chunk(c, z.detach(), site.pixel_grid)
     ones = scales[chosen[0]]  # (N, 1, h, w) for maps, (N, T, 1) for tokens
     if ones.ndim == 4:

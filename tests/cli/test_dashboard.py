@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from lightning_explain.dashboard import (
     CheckpointInfo,
     DashboardData,
-    LiveDashboard,
     MethodRecord,
     MetricColumn,
     best_rows,
@@ -38,6 +37,7 @@ from lightning_explain.dashboard import (
     render_html,
     write_dashboard,
 )
+from lightning_explain.live_dashboard import LiveDashboard
 from tests.cli.conftest import COMPARE_METHODS, COMPARE_METRICS, Comparison, Run
 
 

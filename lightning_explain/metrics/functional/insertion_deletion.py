@@ -247,7 +247,8 @@ def _score(
         direction=checked_direction,
         owner=owner,
     )
-    assert curve is not None
+    if curve is None:  # pragma: no cover - the family returns curves when asked for them
+        raise RuntimeError(f"`{owner}`: the insertion/deletion family returned no curves.")
     return scores, curve
 
 
