@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeVar, Union, cast, get_args
+from typing import Literal, TypeVar, Union
 
 import torch
 from torch import Tensor
@@ -43,15 +43,20 @@ from lightning_explain._checks import (
     check_positive_int,
 )
 from lightning_explain._core import (
-    REFERENCE_SIZE,
     Model,
     PairContext,
-    gaussian_blur,
     guided_relu,
     pair_context,
-    relative_blur,
 )
 from lightning_explain.explanation import PairExplanation
+from lightning_explain.methods._photometric import (
+    Transform,
+    TransformName,
+    builtin_transform,
+    check_transform,
+    scaled_blur,
+    user_transform,
+)
 from lightning_explain.similarity import SimilarityFn, SimilarityName
 
 __all__ = [
@@ -65,25 +70,19 @@ __all__ = [
     "smoothgrad_noise",
 ]
 
-TransformName = Literal["combine", "color_jitter", "blur", "grayscale", "solarize"]
-"""Built-in photometric transforms of :func:`averaged_transforms`."""
-
 BaselineName = Literal["blur", "black"]
 """Baselines of :func:`integrated_gradients`."""
 
 Similarity = Union[SimilarityName, SimilarityFn]
-Transform = Union[TransformName, Callable[[Tensor], Tensor]]
 
 _T = TypeVar("_T")
-
-_TRANSFORMS: tuple[str, ...] = get_args(TransformName)
 
 _NOISE_LEVEL = 0.15
 """The paper's noise numerator: ``sigma = 0.15 / (max(x) - min(x))``."""
 
 _MAP_BLUR = (11, 5.0)
 """Kernel size and sigma of the optional output blur at 224 px (the paper's k=11, sigma=5),
-scaled to the image size by :func:`_blur`."""
+scaled to the image size by :func:`~lightning_explain.methods._photometric.scaled_blur`."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,24 +117,6 @@ def _check_sigma(value: object, *, owner: str) -> float | None:
     return float(value)
 
 
-def _check_transform(value: object, *, owner: str) -> Transform:
-    if isinstance(value, str):
-        name: TransformName = check_literal(
-            value,
-            TransformName,
-            name="transform",
-            owner=owner,
-            hint="Or pass a callable (B, C, H, W) -> (B, C, H, W).",
-        )
-        return name
-    if callable(value):
-        return cast(Callable[[Tensor], Tensor], value)
-    raise TypeError(
-        f"`{owner}`: expected `transform` to be one of {list(_TRANSFORMS)} or a callable "
-        f"(B, C, H, W) -> (B, C, H, W), but got an object of type {type(value).__name__}."
-    )
-
-
 def _check_baseline(value: object, *, owner: str) -> BaselineName:
     out: BaselineName = check_literal(value, BaselineName, name="baseline", owner=owner)
     return out
@@ -143,19 +124,6 @@ def _check_baseline(value: object, *, owner: str) -> BaselineName:
 
 # --------------------------------------------------------------------------------------------------
 # Small tensor helpers
-
-
-def _blur(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
-    """Gaussian blur of ``(..., H, W)`` tensors with a kernel and sigma given for 224 px images.
-
-    Both are scaled by the shorter side ``s`` (:func:`~lightning_explain._core.relative_blur`):
-    kernel ``kernel_size * s / 224`` rounded to the nearest odd size (at least 3, at most
-    ``2 * s - 1``, which reflect padding allows), sigma ``sigma * s / 224``. At 224 px both are
-    unchanged, so the paper's blur is bitwise the same there.
-    """
-    side = min(int(x.shape[-2]), int(x.shape[-1]))
-    k, s = relative_blur(side, kernel=kernel_size, sigma=sigma, reference=REFERENCE_SIZE)
-    return gaussian_blur(x, kernel_size=k, sigma=s) if k > 1 else x.clone()
 
 
 def _channel_max_abs(x: Tensor) -> Tensor:
@@ -264,16 +232,20 @@ def _summed_gradients(
     return tuple(sums)
 
 
-def _pair_embeddings(ctx: PairContext, batch_size: int | None) -> tuple[Tensor, Tensor]:
+def _pair_embeddings(
+    ctx: PairContext, batch_size: int | None, images: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """``(sim (B,), partner (2B, D))``: the clean similarity and, for each image of ``cat([x1, x2])``,
     the constant embedding of its partner (``z2`` for the images of ``x1``, ``z1`` for ``x2``).
 
-    The intact images are embedded without autograd, in chunks of ``ctx.chunk_size(batch_size)``,
-    in the caller's precision (not under :func:`lightning_explain.perturbation_autocast`: they are
-    the targets of the gradient passes).
+    The intact images (``images``, default ``cat([x1, x2])``) are embedded without autograd, in
+    chunks of ``ctx.chunk_size(batch_size)``, in the caller's precision (not under
+    :func:`lightning_explain.perturbation_autocast`: they are the targets of the gradient passes).
     """
     b = ctx.batch
-    z = ctx.embed_chunked(torch.cat([ctx.x1, ctx.x2]), ctx.chunk_size(batch_size), autocast=False)
+    if images is None:
+        images = torch.cat([ctx.x1, ctx.x2])
+    z = ctx.embed_chunked(images, ctx.chunk_size(batch_size), autocast=False)
     z = z.clone()  # an ordinary tensor: inference tensors cannot be saved for backward
     sim = ctx.similarity(z[:b], z[b:])
     return sim.detach(), torch.cat([z[b:], z[:b]]).detach()
@@ -286,17 +258,20 @@ def _partner_gradients(
     n_points: int,
     batch_size: int | None,
     guided: bool = False,
+    intact: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Gradients of each image's similarity to its intact partner, summed along a path.
 
     ``path(k)`` returns point ``k`` of the ``(2B, C, H, W)`` path of ``cat([x1, x2])``; image ``j``
     of it is compared with the intact partner of image ``j``, ``s(f(path(k)[j]), partner[j])``.
+    ``intact``: the ``(2B, C, H, W)`` intact images whose embeddings are the partners (default
+    ``cat([x1, x2])``).
 
     Returns:
         ``(grads (2B, C, H, W), sim (B,))``: the gradients summed over the ``n_points`` points,
-        and the clean similarity of the pairs.
+        and the similarity of the intact pairs.
     """
-    sim, partner = _pair_embeddings(ctx, batch_size)
+    sim, partner = _pair_embeddings(ctx, batch_size, intact)
 
     def objective(zs: Sequence[Tensor], items: Tensor) -> Tensor:
         return ctx.similarity(zs[0], partner[items])
@@ -317,7 +292,7 @@ def _partner_gradients(
 def _finish(ctx: PairContext, raw: Tensor, sim: Tensor, *, blur: bool) -> PairExplanation:
     """``raw`` is ``(2B, H, W)``: the maps of ``x1`` then ``x2``; optional blur, then normalise."""
     if blur:
-        raw = _blur(raw.float(), *_MAP_BLUR)
+        raw = scaled_blur(raw.float(), *_MAP_BLUR)
     b = ctx.batch
     return ctx.finish(raw[:b], raw[b:], sim)
 
@@ -513,114 +488,80 @@ def smoothgrad(
 # Averaged Transforms
 
 
-def _photometric(x: Tensor, op: Callable[[Tensor], Tensor]) -> Tensor:
-    """Apply a torchvision colour op to ``(N, C, H, W)`` images of any value range.
-
-    Each image is mapped affinely from ``[lo, hi] = [min(0, min x), max(1, max x)]`` to ``[0, 1]``
-    (the identity for images in ``[0, 1]``), transformed, and mapped back. Images with ``C != 3``
-    are transformed channel by channel as 1-channel images.
-    """
-    n, c, h, w = x.shape
-    flat = x.flatten(1)
-    lo = flat.amin(dim=1).clamp(max=0).view(-1, 1, 1, 1)
-    hi = flat.amax(dim=1).clamp(min=1).view(-1, 1, 1, 1)
-    u = (x - lo) / (hi - lo)
-    # Channel by channel as 1-channel images unless the images are RGB.
-    u = op(u) if c == 3 else op(u.reshape(n * c, 1, h, w)).reshape(n, c, h, w)
-    return u * (hi - lo) + lo
-
-
-def _color_jitter_op(
-    g: torch.Generator, strength: tuple[float, float, float, float]
-) -> Callable[[Tensor], Tensor]:
-    """torchvision's ``ColorJitter(brightness, contrast, saturation, hue)`` with parameters drawn
-    from ``g``: factors uniform in ``[max(0, 1 - v), 1 + v]`` (hue in ``[-v, v]``), random order."""
-    from torchvision.transforms.v2 import functional as TF
-
-    b, c, s, h = strength
-    u = torch.rand(4, generator=g, device=g.device).tolist()
-    order = torch.randperm(4, generator=g, device=g.device).tolist()
-    factors = [
-        max(0.0, 1 - b) + u[0] * (1 + b - max(0.0, 1 - b)),
-        max(0.0, 1 - c) + u[1] * (1 + c - max(0.0, 1 - c)),
-        max(0.0, 1 - s) + u[2] * (1 + s - max(0.0, 1 - s)),
-        -h + u[3] * 2 * h,
-    ]
-    ops: list[Callable[[Tensor, float], Tensor]] = [
-        TF.adjust_brightness,
-        TF.adjust_contrast,
-        TF.adjust_saturation,
-        TF.adjust_hue,
-    ]
-
-    def apply(x: Tensor) -> Tensor:
-        for i in order:
-            x = ops[i](x, factors[i])
-        return x
-
-    return apply
-
-
-def _grayscale(x: Tensor) -> Tensor:
-    from torchvision.transforms.v2 import functional as TF
-
-    if x.shape[1] == 1:
-        return x
-    return TF.rgb_to_grayscale(x, num_output_channels=3)  # type: ignore[no-any-return]
-
-
-def _solarize(x: Tensor) -> Tensor:
-    from torchvision.transforms.v2 import functional as TF
-
-    return TF.solarize(x, threshold=0.5)  # type: ignore[no-any-return]
-
-
-def _builtin_transform(name: str, x: Tensor, g: torch.Generator) -> Tensor:
-    """The paper's photometric transforms of ``(N, C, H, W)`` images, parameters drawn from ``g``
-    once (one transform for the whole batch)."""
-    if name == "blur":
-        return _blur(x, 11, 5.0)
-    if name == "grayscale":
-        return _photometric(x, _grayscale)
-    if name == "solarize":
-        return _photometric(x, _solarize)
-    if name == "color_jitter":
-        return _photometric(x, _color_jitter_op(g, (0.8, 0.8, 0.8, 0.4)))
-    # "combine": the SimCLR colour pipeline of the paper's pairs.
-    u = torch.rand(4, generator=g, device=g.device).tolist()
-    jitter = _color_jitter_op(g, (0.8, 0.8, 0.8, 0.2))
-    if u[0] < 0.8:
-        x = _photometric(x, jitter)
-    if u[1] < 0.2:
-        x = _photometric(x, _grayscale)
-    if u[2] < 0.5:
-        x = _blur(x, 21, 0.1 + u[3] * (2.0 - 0.1))
-    return x
-
-
-def _user_transform(fn: Callable[[Tensor], Tensor], x: Tensor, seed: int, owner: str) -> Tensor:
-    """Call a user transform on ``(N, C, H, W)`` images with the global RNG seeded from ``seed``
-    (inside a fork, so the caller's stream is untouched) and check its output."""
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.default_generator.manual_seed(seed)
-        if x.device.type == "cuda":
-            with torch.cuda.device(x.device):
-                torch.cuda.manual_seed(seed)
-        y = fn(x.clone())
-    if not isinstance(y, Tensor) or y.shape != x.shape or not y.is_floating_point():
-        got = (
-            f"a {y.dtype} tensor of shape {tuple(y.shape)}"
-            if isinstance(y, Tensor)
-            else f"an object of type {type(y).__name__}"
+def _check_path_noise(value: object, x1: Tensor, *, owner: str) -> Tensor | None:
+    """``path_noise``: None, or a finite float tensor of ``x1``'s shape (moved to its device)."""
+    if value is None:
+        return None
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise TypeError(
+            f"`{owner}`: expected `path_noise` to be None or a float tensor of shape "
+            f"{tuple(x1.shape)} (one noise image per pair), but got {value!r:.80}."
         )
+    if tuple(value.shape) != tuple(x1.shape):
         raise ValueError(
-            f"`{owner}`: expected the `transform` callable to return a float tensor of the input "
-            f"shape {tuple(x.shape)} (a pixel-aligned photometric transform), but it returned {got}."
+            f"`{owner}`: expected `path_noise` of shape {tuple(x1.shape)} (the shape of x1), but "
+            f"got {tuple(value.shape)}."
         )
-    if not torch.isfinite(y).all():
-        raise ValueError(f"`{owner}`: the `transform` callable returned NaN or infinite values.")
-    return y.detach().to(device=x.device, dtype=x.dtype)
+    if not torch.isfinite(value).all():
+        raise ValueError(f"`{owner}`: `path_noise` contains NaN or infinite values.")
+    return value.detach().to(device=x1.device, dtype=x1.dtype)
+
+
+def _paper_design(
+    ctx: PairContext,
+    *,
+    steps: int,
+    noise: bool,
+    guided: bool,
+    g: torch.Generator,
+    offset: Tensor | None,
+    batch_size: int | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The authors' Averaged Transforms on ``(x, T(x)) = (x1, x2)``: ``(raw1, raw2, sim)``.
+
+    Mixed images ``m_k = lam_k * x1 + (1 - lam_k) * x2`` for ``k = 0 .. steps - 1``,
+    ``lam_k = 1 - k / steps`` (``m_0 = x1``), plus ``offset`` on every one of them and, with
+    ``noise``, Gaussian noise of ``sigma = 0.15 / (max(x1) - min(x1))`` on the interior ones. The
+    gradients of ``s(f(m_0), f(m_k))`` for ``k = 1 .. steps - 1`` are averaged, with respect to
+    ``m_0`` for the first map and to ``m_k`` for the second; the first map is
+    ``max_c |m_0 * g1|``, the second ``max_c |m_last * g2|``.
+    """
+    x1, x2 = ctx.x1, ctx.x2
+    pure = x1 if offset is None else x1 + offset
+    stream = _NoiseStream(g, x1, _NOISE_LEVEL / _image_range(x1.float()))
+    mixed: dict[int, Tensor] = {}
+
+    def mixed_image(k: int) -> Tensor:
+        if k not in mixed:
+            lam = 1.0 - k / steps
+            xk = lam * x1 + (1.0 - lam) * x2
+            if offset is not None:
+                xk = xk + offset
+            if noise and 0 < k < steps - 1:
+                xk = xk + stream.draw()
+            mixed[k] = xk
+        return mixed[k]
+
+    def objective(zs: Sequence[Tensor], items: Tensor) -> Tensor:
+        return ctx.similarity(zs[0], zs[1])
+
+    grads1, grads2 = _summed_gradients(
+        ctx,
+        n_points=steps - 1,
+        n_items=ctx.batch,
+        n_parts=2,
+        point=lambda k: (pure, mixed_image(k + 1)),
+        objective=objective,
+        batch_size=batch_size,
+        guided=guided,
+    )
+    last = mixed_image(steps - 1)
+    with torch.no_grad():
+        z = ctx.embed_chunked(torch.cat([x1, x2]), ctx.chunk_size(batch_size), autocast=False)
+        sim = ctx.similarity(z[: ctx.batch], z[ctx.batch :])
+    raw1 = _channel_max_abs(pure * grads1 / (steps - 1))
+    raw2 = _channel_max_abs(last * grads2 / (steps - 1))
+    return raw1, raw2, sim.detach()
 
 
 def averaged_transforms(
@@ -628,9 +569,11 @@ def averaged_transforms(
     x1: Tensor,
     x2: Tensor,
     *,
-    transform: Transform = "combine",
+    transform: Transform | None = None,
+    design: Literal["pair", "paper"] = "pair",
     steps: PositiveInt = 10,
     noise: bool = False,
+    path_noise: Tensor | None = None,
     guided: bool = False,
     blur: bool = False,
     seed: int = 0,
@@ -641,8 +584,10 @@ def averaged_transforms(
 
     The paper explains one image ``x`` against its own photometric transform ``T(x)``: it walks
     ``x_lam = lam * x + (1 - lam) * T(x)`` for ``lam`` in ``{1.0, 0.9, ..., 0.1}`` and averages the
-    gradients of ``cos(f(x_1.0), f(x_lam))``. For a pair we explain each image against its intact
-    partner: image 1 walks towards ``T(x1)`` while ``x2`` stays as it is,
+    gradients of ``cos(f(x_1.0), f(x_lam))``.
+
+    ``design="pair"`` (default, our generalisation to pairs). Each image is explained against its
+    intact partner: image 1 walks towards ``T(x1)`` while ``x2`` stays as it is,
 
         ``g1 = mean_lam d s(f(x1_lam), f(x2)) / d x1_lam``,  ``h1 = max_c |x1 * g1|``,
 
@@ -650,8 +595,21 @@ def averaged_transforms(
     coefficients are ``lam_k = 1 - k / n`` for ``k = 0 .. n - 1`` (``lam = 0``, the pure transform,
     is excluded as in the paper). The method is not symmetric: a random transform is one draw.
 
-    Built-in transforms (torchvision), drawn once per call from ``seed`` and shared by every image
-    of the batch (so a pair's map does not depend on its batch neighbours):
+    ``design="paper"`` (the authors' code, ``averaged_transforms`` of explain-cl). The pair *is*
+    the paper's ``(x, T(x))``: ``x2`` must be a pixel-aligned transform of ``x1`` (pass it
+    yourself; ``transform`` is not used and may not be given). The mixed images are
+    ``m_k = lam_k * x1 + (1 - lam_k) * x2``, ``m_0 = x1``; the gradients of ``s(f(m_0), f(m_k))``
+    for ``k = 1 .. steps - 1`` are averaged, and
+
+        ``h1 = max_c |x1 * mean_k d s / d m_0|``,  ``h2 = max_c |m_last * mean_k d s / d m_k|``:
+
+    the first map is the gradient with respect to the fixed pure image against each mixed
+    partner, the second is multiplied by the last mixed image, not by ``x2``. It needs
+    ``steps >= 2``. We do not make it the default because on the two augmented views of a
+    contrastive pair (not pixel-aligned) the mixed images are blends of two different crops.
+
+    Built-in transforms of the pair design (torchvision), drawn once per call from ``seed`` and
+    shared by every image of the batch (so a pair's map does not depend on its batch neighbours):
 
     * ``"color_jitter"``: ``ColorJitter(0.8, 0.8, 0.8, 0.4)`` with p=1;
     * ``"blur"``: Gaussian blur, kernel 11, sigma 5 at 224 px (scaled to the shorter side ``s``:
@@ -667,17 +625,30 @@ def averaged_transforms(
     ``[0, 1]`` images), so ImageNet-normalised inputs work. Images with ``C != 3`` are jittered
     channel by channel as grayscale images (brightness and contrast only; saturation, hue and
     grayscale are identities). Kernels never exceed ``2 * s - 1``, which reflect padding allows.
+    The built-in transforms act on float tensors; the paper's act on PIL images, which round to
+    uint8 after blur and grayscale (up to 2e-3 per pixel of a ``[0, 1]`` image), so maps made from
+    the paper's PIL-transformed images differ by that much in their inputs.
 
     Args:
         model: an ``nn.Module`` or callable mapping ``(B, C, H, W)`` to ``(B, D)`` embeddings.
-        x1: ``(B, C, H, W)`` first images.
-        x2: ``(B, C, H, W)`` second images, same shape and device.
-        transform: a name above, or a callable ``(N, C, H, W) -> (N, C, H, W)`` pixel-aligned
-            transform, called once on ``cat([x1, x2])`` as given (no range mapping) under
-            ``torch.no_grad()``, with the global RNG seeded from ``seed`` inside a fork.
-        steps: number of interpolants. Default 10 (the paper's step 0.1).
+        x1: ``(B, C, H, W)`` first images (with ``design="paper"``: the pure images ``x``).
+        x2: ``(B, C, H, W)`` second images, same shape and device (with ``design="paper"``:
+            their transforms ``T(x)``).
+        transform: ``design="pair"`` only: a name above (default None: ``"combine"``), or a
+            callable ``(N, C, H, W) -> (N, C, H, W)`` pixel-aligned transform, called once on
+            ``cat([x1, x2])`` as given (no range mapping) under ``torch.no_grad()``, with the
+            global RNG seeded from ``seed`` inside a fork.
+        design: ``"pair"`` (default) or ``"paper"``, see above.
+        steps: number of interpolants including the pure image. Default 10 (the paper's 0.1).
         noise: the paper's "N" variant: add Gaussian noise with ``sigma = 0.15 / (max - min)`` of
-            the image to the interior interpolants (all but the first and the last).
+            the image (of ``x1`` with ``design="paper"``) to the interior interpolants (all but the
+            first and the last).
+        path_noise: None (default), or a ``(B, C, H, W)`` tensor added to every interpolant of
+            both images, the intact partners and the pure images included (after the transform):
+            the paper's max-sensitivity protocol for this method, used by
+            :func:`~lightning_explain.metrics.functional.sensitivity.max_sensitivity` with
+            ``noise_at="mixed"``. With ``design="paper"`` it is the same as adding it to ``x1``
+            and ``x2``.
         guided: guided backpropagation through ``nn.ReLU`` modules (the "G" variant).
         blur: blur the maps (k=11, sigma=5 at 224 px, scaled to the shorter side as in
             :func:`input_x_gradient`) before normalising.
@@ -687,47 +658,79 @@ def averaged_transforms(
             memory (see :meth:`~lightning_explain._core.PairContext.chunk_size`).
 
     Returns:
-        :class:`PairExplanation` with ``(B, H, W)`` maps in ``[0, 1]`` and the clean ``sim``.
+        :class:`PairExplanation` with ``(B, H, W)`` maps in ``[0, 1]`` and the ``sim`` of the
+        intact pair (with ``path_noise``, of the noisy pair).
 
     Cost:
         Per pair, ``2 * steps`` image forwards + backwards (20 at the default), plus one forward
-        of the clean pair.
+        of the pair; ``design="paper"``: ``2 * (steps - 1)`` (18).
 
     Raises:
         TypeError: for options of the wrong type (``batch_size`` must be an int or None) or
             malformed inputs.
-        ValueError: for an unknown transform name (the message lists the valid ones),
-            ``steps < 1``, ``batch_size < 1``, a transform callable returning a wrong shape or
-            a non-differentiable model.
+        ValueError: for an unknown transform name or design (the message lists the valid ones),
+            ``steps < 1`` (``< 2`` with ``design="paper"``), ``transform`` given with
+            ``design="paper"``, ``batch_size < 1``, a ``path_noise`` of the wrong shape, a
+            transform callable returning a wrong shape or a non-differentiable model.
     """
     owner = "averaged_transforms"
-    transform = _check_transform(transform, owner=owner)
+    design = check_literal(design, Literal["pair", "paper"], name="design", owner=owner)
     steps = check_positive_int(steps, name="steps", owner=owner)
+    if design == "paper":
+        if transform is not None:
+            raise ValueError(
+                f"`{owner}`: design='paper' walks from x1 to x2 (the pair is the paper's "
+                f"(x, T(x))), so it takes no `transform`, but got transform={transform!r}. Pass "
+                "x2 = T(x1) yourself, or use design='pair' to walk each image towards `transform`."
+            )
+        if steps < 2:
+            raise ValueError(
+                f"`{owner}`: design='paper' needs steps >= 2 (the pure image and at least one "
+                f"mixed partner), but got steps={steps}."
+            )
+    else:
+        transform = check_transform("combine" if transform is None else transform, owner=owner)
     noise = check_bool(noise, name="noise", owner=owner)
     guided, blur, seed, batch_size = _check_sampling(
         owner, guided=guided, blur=blur, seed=seed, batch_size=batch_size
     )
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
-        x = torch.cat([ctx.x1, ctx.x2])
+        offset = _check_path_noise(path_noise, ctx.x1, owner=owner)
         g = ctx.generator(seed)
+        if design == "paper":
+            raw1, raw2, sim = _paper_design(
+                ctx,
+                steps=steps,
+                noise=noise,
+                guided=guided,
+                g=g,
+                offset=offset,
+                batch_size=batch_size,
+            )
+            return _finish(ctx, torch.cat([raw1, raw2]), sim, blur=blur)
+        x = torch.cat([ctx.x1, ctx.x2])
         with torch.no_grad():
             if isinstance(transform, str):
-                tx = _builtin_transform(transform, x, g)
-            else:
-                tx = _user_transform(transform, x, seed, owner)
+                tx = builtin_transform(transform, x, g)
+            elif transform is not None:
+                tx = user_transform(transform, x, seed, owner)
+        shift = None if offset is None else torch.cat([offset, offset])
         stream = _NoiseStream(g, x, _NOISE_LEVEL / _image_range(x.float()))
 
         def path(k: int) -> Tensor:
             lam = 1.0 - k / steps
             xk = lam * x + (1.0 - lam) * tx
+            if shift is not None:
+                xk = xk + shift
             if noise and 0 < k < steps - 1:
                 xk = xk + stream.draw()
             return xk
 
+        intact = None if shift is None else x + shift
         grads, sim = _partner_gradients(
-            ctx, path, n_points=steps, batch_size=batch_size, guided=guided
+            ctx, path, n_points=steps, batch_size=batch_size, guided=guided, intact=intact
         )
-        raw = _channel_max_abs(x * grads / steps)
+        raw = _channel_max_abs((x if intact is None else intact) * grads / steps)
         return _finish(ctx, raw, sim, blur=blur)
 
 
@@ -752,7 +755,7 @@ def _integrated_gradients(
     with pair_context(model, x1, x2, similarity=similarity, owner=owner) as ctx:
         x = torch.cat([ctx.x1, ctx.x2])
         with torch.no_grad():
-            base = _blur(x, 11, 5.0) if baseline == "blur" else torch.zeros_like(x)
+            base = scaled_blur(x, 11, 5.0) if baseline == "blur" else torch.zeros_like(x)
         delta = x - base
 
         def path(k: int) -> Tensor:

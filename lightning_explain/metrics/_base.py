@@ -21,6 +21,7 @@ from lightning_explain.explanation import PairExplanation
 from lightning_explain.metrics._registry import metric_info
 from lightning_explain.metrics.functional._common import (
     check_direction,
+    check_ties,
     score_maps,
     unpack_explanation,
 )
@@ -72,6 +73,7 @@ class MapMetric(PairScoreMean):
         similarity: ``"cosine"``, ``"dot"``, ``"neg_l2"`` or a callable.
         batch_size: images per forward pass, or None (chosen per device).
         direction: which image the conditional metrics perturb (``"both"``, ``"x1"``, ``"x2"``).
+        ties: insertion/deletion order of equal-saliency pixels (``"raster"`` or ``"paper"``).
         **kwargs: torchmetrics ``Metric`` options.
     """
 
@@ -83,6 +85,7 @@ class MapMetric(PairScoreMean):
         similarity: Union[str, SimilarityFn] = "cosine",
         batch_size: int | None = None,
         direction: str = "both",
+        ties: str = "raster",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -93,6 +96,7 @@ class MapMetric(PairScoreMean):
         self.n_steps = check_positive_int(n_steps, name="n_steps", owner=owner)
         self.batch_size = check_batch_size(batch_size, owner=owner)
         self.direction = check_direction(direction, owner=owner)
+        self.ties = check_ties(ties, owner=owner)
         self.similarity = similarity
 
     def update(
@@ -133,6 +137,7 @@ class MapMetric(PairScoreMean):
             n_steps=self.n_steps,
             batch_size=self.batch_size,
             direction=self.direction,
+            ties=self.ties,
             owner=owner,
         )
         self._accumulate(scores)

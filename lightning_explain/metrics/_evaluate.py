@@ -23,6 +23,7 @@ from lightning_explain.metrics.functional._common import (
     PairInputs,
     Request,
     Scored,
+    Ties,
     check_direction,
     score_maps,
     score_pairs,
@@ -48,6 +49,7 @@ def evaluate(
     method: str | None = ...,
     method_options: Mapping[str, Any] | None = ...,
     intact: tuple[Tensor, Tensor] | None = ...,
+    ties: Ties = ...,
     return_curves: Literal[False] = ...,
 ) -> dict[str, Tensor]: ...
 @overload
@@ -65,6 +67,7 @@ def evaluate(
     method: str | None = ...,
     method_options: Mapping[str, Any] | None = ...,
     intact: tuple[Tensor, Tensor] | None = ...,
+    ties: Ties = ...,
     return_curves: Literal[True],
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]: ...
 def evaluate(
@@ -81,6 +84,7 @@ def evaluate(
     method: str | None = None,
     method_options: Mapping[str, Any] | None = None,
     intact: tuple[Tensor, Tensor] | None = None,
+    ties: Ties = "raster",
     return_curves: bool = False,
 ) -> Union[dict[str, Tensor], tuple[dict[str, Tensor], dict[str, Tensor]]]:
     """Score an explanation of a batch of pairs with several faithfulness metrics at once.
@@ -135,6 +139,8 @@ def evaluate(
         intact: the ``(B, D)`` embeddings ``(z1, z2)`` of the unperturbed ``x1`` and ``x2``, if
             the caller has them (e.g. from :func:`lightning_explain.explain`'s forward pass): they
             are then not computed again. They must come from the same ``model`` in eval mode.
+        ties: insertion/deletion order of equal-saliency pixels: ``"raster"`` (default) or
+            ``"paper"`` (the authors' ``torch.flip(torch.argsort(h))``, see :func:`insertion`).
         return_curves: also return the ``(B, n_steps + 1)`` curve of each insertion/deletion key
             (conditional keys with ``direction="both"``: the mean curve of both directions).
 
@@ -210,6 +216,7 @@ def evaluate(
             batch_size=batch_size,
             direction=direction,
             intact=intact,
+            ties=ties,
             owner=owner,
         )
         results.update(zip([k for k, _ in requests["maps"]], scored))

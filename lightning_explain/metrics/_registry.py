@@ -207,6 +207,7 @@ REGISTRY: dict[str, MetricInfo] = {
                 "radius": 0.2,
                 "seed": 0,
                 "explain_batch_size": None,
+                "noise_at": "inputs",
             },
             higher_is_better=False,
             cost="n_samples + 1 explanations per pair (default 11)",

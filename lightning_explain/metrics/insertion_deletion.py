@@ -7,7 +7,7 @@ from typing import Any, Union
 
 from lightning_explain._checks import check_bool
 from lightning_explain.metrics._base import MapMetric
-from lightning_explain.metrics.functional._common import Direction, Mode, check_mode
+from lightning_explain.metrics.functional._common import Direction, Mode, Ties, check_mode
 from lightning_explain.similarity import SimilarityFn
 
 __all__ = ["Deletion", "Insertion"]
@@ -29,6 +29,8 @@ class Insertion(MapMetric):
         batch_size: images per forward pass (default chosen per device).
         direction: conditional mode only: ``"both"`` (default, the mean of both directions,
             symmetric in the pair), ``"x1"`` (only ``x1`` restored) or ``"x2"``.
+        ties: order of equal-saliency pixels: ``"raster"`` (default) or ``"paper"`` (the
+            authors' order, see :func:`~lightning_explain.metrics.insertion`).
         **kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Example:
@@ -53,6 +55,7 @@ class Insertion(MapMetric):
         batch_size: int | None = None,
         *,
         direction: Direction = "both",
+        ties: Ties = "raster",
         **kwargs: Any,
     ) -> None:
         checked = check_mode(mode, owner=type(self).__name__)
@@ -62,6 +65,7 @@ class Insertion(MapMetric):
             similarity=similarity,
             batch_size=batch_size,
             direction=direction,
+            ties=ties,
             **kwargs,
         )
 
@@ -78,6 +82,7 @@ class Deletion(MapMetric):
         batch_size: images per forward pass.
         direction: conditional mode only: ``"both"`` (default), ``"x1"`` or ``"x2"`` (see
             :class:`Insertion`).
+        ties: ``"raster"`` (default) or ``"paper"`` (see :class:`Insertion`).
         **kwargs: torchmetrics ``Metric`` options.
     """
 
@@ -92,6 +97,7 @@ class Deletion(MapMetric):
         batch_size: int | None = None,
         *,
         direction: Direction = "both",
+        ties: Ties = "raster",
         **kwargs: Any,
     ) -> None:
         owner = type(self).__name__
@@ -108,6 +114,7 @@ class Deletion(MapMetric):
             similarity=similarity,
             batch_size=batch_size,
             direction=direction,
+            ties=ties,
             **kwargs,
         )
         self.corrected = fixed

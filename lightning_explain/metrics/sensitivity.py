@@ -27,6 +27,9 @@ class MaxSensitivity(PairScoreMean):
         seed: noise seed (default 0). Every update uses the same seed.
         method_options: options passed to every ``explain`` call.
         explain_batch_size: pairs per ``explain`` call.
+        noise_at: ``"inputs"`` (default) or ``"mixed"``: the paper's protocol for Averaged
+            Transforms, noise on every mixed image (see
+            :func:`~lightning_explain.metrics.max_sensitivity`).
         **kwargs: torchmetrics ``Metric`` options.
     """
 
@@ -40,6 +43,7 @@ class MaxSensitivity(PairScoreMean):
         seed: int = 0,
         method_options: Mapping[str, Any] | None = None,
         explain_batch_size: int | None = None,
+        noise_at: str = "inputs",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,6 +56,7 @@ class MaxSensitivity(PairScoreMean):
                 "radius": radius,
                 "seed": seed,
                 "explain_batch_size": explain_batch_size,
+                "noise_at": noise_at,
             },
             type(self).__name__,
         )
@@ -60,6 +65,7 @@ class MaxSensitivity(PairScoreMean):
         self.radius: float = self.options["radius"]
         self.seed: int = self.options["seed"]
         self.explain_batch_size: int | None = self.options["explain_batch_size"]
+        self.noise_at: str = self.options["noise_at"]
         self.method_options = dict(method_options or {})
 
     def update(self, model: Model, x1: Tensor, x2: Tensor) -> None:

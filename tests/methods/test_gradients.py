@@ -15,8 +15,8 @@ from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, Sal
 from torch import Tensor, nn
 
 from lightning_explain._core import finalize_maps, gaussian_blur
+from lightning_explain.methods._photometric import builtin_transform
 from lightning_explain.methods.gradients import (
-    _builtin_transform,
     averaged_transforms,
     input_x_gradient,
     integrated_gradients,
@@ -294,16 +294,16 @@ def test_averaged_transforms_every_transform(transform: str, channels: int) -> N
 def test_builtin_transforms_do_what_they_say() -> None:
     x = images(2, 3, seed=25)
     g = torch.Generator().manual_seed(0)
-    gray = _builtin_transform("grayscale", x, g)
+    gray = builtin_transform("grayscale", x, g)
     assert torch.allclose(gray[:, 0], gray[:, 1])
     assert torch.allclose(gray[:, 1], gray[:, 2])
-    sol = _builtin_transform("solarize", x, g)
+    sol = builtin_transform("solarize", x, g)
     torch.testing.assert_close(sol, torch.where(x >= 0.5, 1 - x, x))
-    jit = _builtin_transform("color_jitter", x, torch.Generator().manual_seed(0))
+    jit = builtin_transform("color_jitter", x, torch.Generator().manual_seed(0))
     assert not torch.allclose(jit, x, atol=1e-3)
-    assert torch.equal(jit, _builtin_transform("color_jitter", x, torch.Generator().manual_seed(0)))
+    assert torch.equal(jit, builtin_transform("color_jitter", x, torch.Generator().manual_seed(0)))
     assert not torch.equal(
-        jit, _builtin_transform("color_jitter", x, torch.Generator().manual_seed(1))
+        jit, builtin_transform("color_jitter", x, torch.Generator().manual_seed(1))
     )
     # ImageNet-normalised images (outside [0, 1]) and 2-channel images work.
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -311,7 +311,7 @@ def test_builtin_transforms_do_what_they_say() -> None:
     normed = (x - mean) / std
     for name in ("combine", "color_jitter", "blur", "grayscale", "solarize"):
         for inp in (normed, images(2, 2, seed=26), images(1, 3, 4, 6, seed=27)):
-            out = _builtin_transform(name, inp, torch.Generator().manual_seed(3))
+            out = builtin_transform(name, inp, torch.Generator().manual_seed(3))
             assert out.shape == inp.shape
             assert torch.isfinite(out).all()
             lo = torch.minimum(inp.amin(), torch.tensor(0.0))

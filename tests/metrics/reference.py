@@ -93,10 +93,17 @@ def blurred(x: Tensor) -> Tensor:
     return gaussian_blur(x.unsqueeze(0), [k, k], [sigma, sigma])[0]
 
 
-def step_images(start: Tensor, finish: Tensor, h: Tensor, n_steps: int) -> list[Tensor]:
-    """The ``n_steps + 1`` images of one insertion/deletion sequence."""
+def step_images(
+    start: Tensor, finish: Tensor, h: Tensor, n_steps: int, ties: str = "raster"
+) -> list[Tensor]:
+    """The ``n_steps + 1`` images of one insertion/deletion sequence. ``ties="paper"``: pixels in
+    the authors' order, ``flip(argsort(map.view(1, -1)))``."""
     c, height, width = start.shape
-    order = torch.argsort(full_map(h, (height, width)).flatten(), descending=True, stable=True)
+    flat = full_map(h, (height, width)).flatten()
+    if ties == "paper":
+        order = torch.flip(flat.view(1, -1).argsort(), dims=[-1])[0]
+    else:
+        order = torch.argsort(flat, descending=True, stable=True)
     k = math.ceil(height * width / n_steps)
     out = []
     for t in range(n_steps + 1):
@@ -126,6 +133,7 @@ def curve_ref(
     n_steps: int,
     corrected: bool = False,
     direction: str = "x1",
+    ties: str = "raster",
 ) -> tuple[list[float], list[list[float]]]:
     """Scores and curves of insertion/deletion.
 
@@ -134,9 +142,9 @@ def curve_ref(
     linear, so the score is the mean score too). Simultaneous mode ignores ``direction``.
     """
     if mode == "conditional" and direction == "both":
-        one = curve_ref(model, x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps)
+        one = curve_ref(model, x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps, ties=ties)
         two = curve_ref(
-            model, x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps, direction="x2"
+            model, x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps, direction="x2", ties=ties
         )
         curves = [[(a + b) / 2 for a, b in zip(c1, c2)] for c1, c2 in zip(one[1], two[1])]
         return [trapezoid(c) for c in curves], curves
@@ -145,11 +153,11 @@ def curve_ref(
         seqs = []
         for x, h in ((x1[b], h1[b]), (x2[b], h2[b])):
             if kind == "insertion":
-                seqs.append(step_images(blurred(x), x, h, n_steps))
+                seqs.append(step_images(blurred(x), x, h, n_steps, ties))
             elif corrected:
-                seqs.append(step_images(x, blurred(x), h, n_steps))
+                seqs.append(step_images(x, blurred(x), h, n_steps, ties))
             else:
-                seqs.append(step_images(x, torch.zeros_like(x), h, n_steps))
+                seqs.append(step_images(x, torch.zeros_like(x), h, n_steps, ties))
         values = []
         for t in range(n_steps + 1):
             if mode == "simultaneous":

@@ -119,10 +119,10 @@ def test_public_signatures_and_positional_arguments():
     def params(cls: type) -> list[str]:
         return list(inspect.signature(cls).parameters)
 
-    curve = ["n_steps", "similarity", "batch_size", "direction", "kwargs"]
+    curve = ["n_steps", "similarity", "batch_size", "direction", "ties", "kwargs"]
     assert params(Insertion) == ["mode", *curve]
     assert params(Deletion) == ["mode", "corrected", *curve]
-    assert params(AverageDrop) == params(AverageIncrease) == ["mode", *curve[1:]]
+    assert params(AverageDrop) == params(AverageIncrease) == ["mode", *curve[1:4], "kwargs"]
     for cls in (Insertion, Deletion, AverageDrop, AverageIncrease):
         direction = inspect.signature(cls).parameters["direction"]
         assert direction.kind is inspect.Parameter.KEYWORD_ONLY

@@ -59,6 +59,7 @@ __all__ = [
     "Side",
     "Substrate",
     "SubstrateName",
+    "Ties",
     "Track",
     "auc",
     "blur",
@@ -67,6 +68,7 @@ __all__ = [
     "check_mode",
     "check_second_map",
     "check_substrate",
+    "check_ties",
     "intact_embeddings",
     "make_substrate",
     "mean_of_sides",
@@ -100,6 +102,14 @@ conditional score symmetric under swapping the pair, as the simultaneous scores 
 
 Side = Literal["x1", "x2"]
 """One perturbed image of a conditional metric."""
+
+Ties = Literal["raster", "paper"]
+"""How insertion/deletion orders pixels of equal saliency. ``"raster"`` (default): ties in raster
+order (row-major, earlier first), the same on every device. ``"paper"``: the authors' order,
+``torch.flip(torch.argsort(h), dims=[-1])``: descending, ties in the reverse of the order that
+torch's default (unstable) sort leaves them in. That order is not a documented rule: it depends on
+the device, the dtype and the torch version (on CPU with torch 2.14 it is neither raster nor
+reverse raster). It only matters for maps with ties, e.g. the exact zeros of clamped maps."""
 
 SubstrateName = Literal["blur", "zero", "mean"]
 """The named substrates: the blurred image, zeros, each image's per-channel mean."""
@@ -294,14 +304,29 @@ def make_substrate(x: Tensor, substrate: Substrate) -> Tensor:
     return torch.full_like(x, float(substrate))
 
 
-def pixel_ranks(h: Tensor) -> Tensor:
+def check_ties(ties: object, *, owner: str) -> Ties:
+    """Return ``ties`` if it is one of :data:`Ties`; otherwise raise a ``ValueError``."""
+    checked: Ties = check_literal(
+        ties,
+        Ties,
+        name="ties",
+        owner=owner,
+        hint="'raster' breaks ties in raster order; 'paper' as the authors' code does.",
+    )
+    return checked
+
+
+def pixel_ranks(h: Tensor, ties: Ties = "raster") -> Tensor:
     """Rank of every pixel of ``(B, H, W)`` maps in descending saliency: ``(B, H * W)`` int64.
 
-    Rank 0 is the most salient pixel. Ties are broken in raster order (row-major, earlier first),
-    via a stable descending sort.
+    Rank 0 is the most salient pixel. ``ties="raster"``: ties are broken in raster order
+    (row-major, earlier first), via a stable descending sort; ``"paper"``: see :data:`Ties`.
     """
     flat = h.flatten(1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    if ties == "paper":
+        order = torch.flip(torch.argsort(flat, dim=1), dims=[1])
+    else:
+        order = torch.argsort(flat, dim=1, descending=True, stable=True)
     ranks = torch.empty_like(order)
     positions = torch.arange(flat.shape[1], device=h.device).expand_as(order)
     ranks.scatter_(1, order, positions)
@@ -486,6 +511,7 @@ class MapInputs:
         batch_size: images per forward pass.
         n_steps: steps per insertion/deletion curve (families without curves ignore it).
         direction: which image the conditional metrics perturb (:data:`Direction`).
+        ties: the insertion/deletion order of equal-saliency pixels (:data:`Ties`).
     """
 
     ctx: PairContext
@@ -495,6 +521,7 @@ class MapInputs:
     batch_size: int
     n_steps: int
     direction: Direction
+    ties: Ties = "raster"
 
 
 @dataclass(frozen=True)
@@ -574,6 +601,7 @@ def score_maps(
     batch_size: int | None,
     direction: Direction,
     intact: object = None,
+    ties: Ties = "raster",
     owner: str,
 ) -> list[Scored]:
     """Score maps with any mix of map-family requests in one pair context.
@@ -594,6 +622,7 @@ def score_maps(
         batch_size: images per forward pass, or None (chosen per device).
         direction: which image the conditional metrics perturb.
         intact: ``(z1, z2)`` embeddings of the unperturbed images, or None.
+        ties: the insertion/deletion order of equal-saliency pixels (:data:`Ties`).
         owner: name used in error messages.
 
     Returns:
@@ -612,6 +641,7 @@ def score_maps(
             batch_size=chunk,
             n_steps=n_steps,
             direction=direction,
+            ties=check_ties(ties, owner=owner),
         )
         return _run_families(inputs, requests, "maps")
 

@@ -39,12 +39,14 @@ from lightning_explain.metrics.functional._common import (
     MetricFamily,
     Mode,
     Substrate,
+    Ties,
     Track,
     auc,
     check_direction,
     check_mode,
     check_second_map,
     check_substrate,
+    check_ties,
     make_substrate,
     mean_of_sides,
     perturbation_curves,
@@ -162,7 +164,7 @@ def _insertion_deletion_update(
         if h is None:
             raise ValueError(f"`{ctx.owner}`: {kind} perturbs x{image}, so it needs `h{image}`.")
         if image not in ranks:
-            ranks[image] = pixel_ranks(h)
+            ranks[image] = pixel_ranks(h, inputs.ties)
         x, substrate = images[image], make_substrate(images[image], substrates[(kind, label)])
         # Insertion: substrate -> image, its intact end is the finish; deletion: the reverse.
         if kind == "insertion":
@@ -225,6 +227,7 @@ def _score(
     corrected: object,
     similarity: Union[str, SimilarityFn],
     batch_size: int | None,
+    ties: object,
 ) -> tuple[Tensor, Tensor]:
     """Check the arguments of :func:`insertion` / :func:`deletion` and run the family."""
     owner = kind
@@ -245,6 +248,7 @@ def _score(
         n_steps=steps,
         batch_size=batch_size,
         direction=checked_direction,
+        ties=check_ties(ties, owner=owner),
         owner=owner,
     )
     if curve is None:  # pragma: no cover - the family returns curves when asked for them
@@ -266,6 +270,7 @@ def insertion(
     substrate: Substrate = ...,
     similarity: Union[str, SimilarityFn] = ...,
     batch_size: int | None = ...,
+    ties: Ties = ...,
     return_curve: Literal[False] = ...,
 ) -> Tensor: ...
 @overload
@@ -282,6 +287,7 @@ def insertion(
     substrate: Substrate = ...,
     similarity: Union[str, SimilarityFn] = ...,
     batch_size: int | None = ...,
+    ties: Ties = ...,
     return_curve: Literal[True],
 ) -> tuple[Tensor, Tensor]: ...
 def insertion(
@@ -297,6 +303,7 @@ def insertion(
     substrate: Substrate = "blur",
     similarity: Union[str, SimilarityFn] = "cosine",
     batch_size: int | None = None,
+    ties: Ties = "raster",
     return_curve: bool = False,
 ) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """Insertion score of each pair: how fast the similarity recovers when the most salient pixels
@@ -304,7 +311,8 @@ def insertion(
 
     Start: the substrate image (default: the blurred image, Gaussian k=11, sigma=5). Each step
     restores the next ``ceil(H*W / n_steps)`` original pixels of highest saliency (ranked by the
-    image's own map, descending; ties in raster order). After ``n_steps`` steps the image is intact.
+    image's own map, descending; ties in raster order, or as the
+    authors' code with ``ties="paper"``). After ``n_steps`` steps the image is intact.
 
     * ``mode="simultaneous"`` (the paper's SI): both images are restored at each step, each by
       its own map; curve ``s_t = sim(f(x1_t), f(x2_t))``. ``direction`` is ignored.
@@ -338,6 +346,9 @@ def insertion(
         batch_size: images per forward pass. Default None: chosen from the device's memory
             (CPU: a 256 MiB activation budget, at most 256 images: 256 at 32 px, 6 at 224 px;
             CUDA: a quarter of the free memory, at most 1024).
+        ties: order of pixels of equal saliency: ``"raster"`` (default, raster order) or
+            ``"paper"`` (the authors' ``torch.flip(torch.argsort(h))``; see
+            :data:`~lightning_explain.metrics.functional._common.Ties`).
         return_curve: also return the ``(B, n_steps + 1)`` curve (``direction="both"``: the mean
             curve of the two directions).
 
@@ -385,6 +396,7 @@ def insertion(
         corrected=False,
         similarity=similarity,
         batch_size=batch_size,
+        ties=ties,
     )
     return (scores, curve) if return_curve else scores
 
@@ -404,6 +416,7 @@ def deletion(
     corrected: bool = ...,
     similarity: Union[str, SimilarityFn] = ...,
     batch_size: int | None = ...,
+    ties: Ties = ...,
     return_curve: Literal[False] = ...,
 ) -> Tensor: ...
 @overload
@@ -421,6 +434,7 @@ def deletion(
     corrected: bool = ...,
     similarity: Union[str, SimilarityFn] = ...,
     batch_size: int | None = ...,
+    ties: Ties = ...,
     return_curve: Literal[True],
 ) -> tuple[Tensor, Tensor]: ...
 def deletion(
@@ -437,6 +451,7 @@ def deletion(
     corrected: bool = False,
     similarity: Union[str, SimilarityFn] = "cosine",
     batch_size: int | None = None,
+    ties: Ties = "raster",
     return_curve: bool = False,
 ) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """Deletion score of each pair: how fast the similarity falls when the most salient pixels are
@@ -475,6 +490,7 @@ def deletion(
         corrected: delete towards each image's own blurred version (see above). Default False.
         similarity: ``"cosine"`` (default), ``"dot"``, ``"neg_l2"`` or a callable.
         batch_size: images per forward pass (default as in :func:`insertion`).
+        ties: order of pixels of equal saliency (see :func:`insertion`).
         return_curve: also return the ``(B, n_steps + 1)`` curve.
 
     Returns:
@@ -501,5 +517,6 @@ def deletion(
         corrected=corrected,
         similarity=similarity,
         batch_size=batch_size,
+        ties=ties,
     )
     return (scores, curve) if return_curve else scores

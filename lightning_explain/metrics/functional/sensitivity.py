@@ -10,8 +10,8 @@ The maths of the family, for :func:`max_sensitivity`, the
   largest relative change of its map over the noise draws.
 * :func:`_max_sensitivity_compute` averages the two images.
 
-Options of a metric: ``kind`` (``"max_sensitivity"``), ``n_samples``, ``radius``, ``seed`` and
-``explain_batch_size`` (see :func:`max_sensitivity`).
+Options of a metric: ``kind`` (``"max_sensitivity"``), ``n_samples``, ``radius``, ``seed``,
+``explain_batch_size`` and ``noise_at`` (see :func:`max_sensitivity`).
 """
 
 from __future__ import annotations
@@ -35,17 +35,25 @@ from lightning_explain.explain import explain
 from lightning_explain.methods import method_info
 from lightning_explain.metrics.functional._common import MetricFamily, PairInputs, score_pairs
 
-__all__ = ["DEFAULT_EXPLAIN_PAIRS", "FAMILY", "SensitivityState", "max_sensitivity"]
+__all__ = ["DEFAULT_EXPLAIN_PAIRS", "FAMILY", "NoiseAt", "SensitivityState", "max_sensitivity"]
 
 DEFAULT_EXPLAIN_PAIRS = 64
 """Default ``explain_batch_size``: noisy pairs per ``explain`` call (at least the batch)."""
 
-_OPTIONS = ("kind", "n_samples", "radius", "seed", "explain_batch_size")
-_Key = tuple[int, float, int, Union[int, None]]
+NoiseAt = Literal["inputs", "mixed"]
+"""Where the noise goes. ``"inputs"`` (default): added to ``x1`` and ``x2`` before they are
+explained. ``"mixed"``: the paper's protocol for Averaged Transforms: added to every mixed image of
+the method's path (after its transform; the method's ``path_noise`` option); methods without such
+a path take the noise on their inputs, as in the paper."""
+
+_OPTIONS = ("kind", "n_samples", "radius", "seed", "explain_batch_size", "noise_at")
+_PATH_OPTION = "path_noise"
+_Key = tuple[int, float, int, Union[int, None], str]
 
 SensitivityState = dict[_Key, tuple[Tensor, Tensor]]
 """What :func:`_max_sensitivity_update` computed: per distinct ``(n_samples, radius, seed,
-explain_batch_size)``, the ``(B,)`` largest relative change of the maps of ``x1`` and of ``x2``."""
+explain_batch_size, noise_at)``, the ``(B,)`` largest relative change of the maps of ``x1`` and of
+``x2``."""
 
 
 def _relative_change(reference: Tensor, noisy: Tensor) -> Tensor:
@@ -82,6 +90,14 @@ def _max_sensitivity_check(options: Mapping[str, Any], owner: str) -> dict[str, 
         "explain_batch_size": check_batch_size(
             options.get("explain_batch_size"), owner=owner, name="explain_batch_size"
         ),
+        "noise_at": check_literal(
+            options.get("noise_at", "inputs"),
+            NoiseAt,
+            name="noise_at",
+            owner=owner,
+            hint="'inputs' adds the noise to x1 and x2; 'mixed' to every mixed image of a path "
+            "method (the paper's protocol for averaged_transforms).",
+        ),
     }
 
 
@@ -91,6 +107,7 @@ def _key(options: Mapping[str, Any]) -> _Key:
         options["radius"],
         options["seed"],
         options["explain_batch_size"],
+        options["noise_at"],
     )
 
 
@@ -115,10 +132,17 @@ def _max_changes(
     radius: float,
     seed: int,
     explain_batch_size: int | None,
+    noise_at: NoiseAt = "inputs",
 ) -> tuple[Tensor, Tensor]:
     """Per image, the ``(B,)`` max over ``n_samples`` noise draws of the relative map change."""
     options = dict(inputs.method_options)
     model = inputs.model
+    on_path = noise_at == "mixed" and _PATH_OPTION in method_info(method).defaults()
+    if _PATH_OPTION in options:
+        raise ValueError(
+            f"`{inputs.owner}`: max_sensitivity sets `{_PATH_OPTION}` itself (noise_at='mixed'); "
+            f"remove it from the method options."
+        )
     with pair_context(model, inputs.x1, inputs.x2, owner=inputs.owner) as ctx:
         generator = ctx.generator(seed)
         reference = explain(model, ctx.x1, ctx.x2, method=method, **options)
@@ -142,11 +166,22 @@ def _max_changes(
                     for _ in range(count)
                 ]
             )
-            noisy1 = (ctx.x1.unsqueeze(0) + noise).flatten(0, 1)
-            noisy2 = (ctx.x2.unsqueeze(0) + noise).flatten(0, 1)
+            flat_noise = noise.flatten(0, 1)
+            if on_path:  # the paper's protocol: the method adds it to every mixed image
+                noisy1 = ctx.x1.unsqueeze(0).expand_as(noise).flatten(0, 1)
+                noisy2 = ctx.x2.unsqueeze(0).expand_as(noise).flatten(0, 1)
+            else:
+                noisy1 = (ctx.x1.unsqueeze(0) + noise).flatten(0, 1)
+                noisy2 = (ctx.x2.unsqueeze(0) + noise).flatten(0, 1)
             parts = [
-                explain(model, a, b, method=method, **options)
-                for a, b in zip(torch.split(noisy1, per_call), torch.split(noisy2, per_call))
+                explain(
+                    model, a, b, method=method, **options, **({_PATH_OPTION: e} if on_path else {})
+                )
+                for a, b, e in zip(
+                    torch.split(noisy1, per_call),
+                    torch.split(noisy2, per_call),
+                    torch.split(flat_noise, per_call),
+                )
             ]
             maps1 = torch.cat([p.h1 for p in parts]).view(count, *reference.h1.shape)
             maps2 = torch.cat([p.h2 for p in parts]).view(count, *reference.h2.shape)
@@ -181,6 +216,7 @@ def _max_sensitivity_update(
                 radius=options["radius"],
                 seed=options["seed"],
                 explain_batch_size=options["explain_batch_size"],
+                noise_at=options["noise_at"],
             )
     return state
 
@@ -213,6 +249,7 @@ def max_sensitivity(
     radius: float = 0.2,
     seed: int = 0,
     explain_batch_size: int | None = None,
+    noise_at: NoiseAt = "inputs",
     options: Mapping[str, Any] | None = None,
     **method_options: Any,
 ) -> Tensor:
@@ -233,7 +270,10 @@ def max_sensitivity(
     input resolution, clamped at 0, max-normalised), so values are not comparable to the paper's
     tables, where CAMs were compared at 7x7 and gradient maps unnormalised. The paper compares
     gradient maps *without* output blur; pass the method's blur option off (if it has one) for
-    that protocol. An all-zero reference map counts as ``inf`` unless the noisy map is zero too.
+    that protocol. For Averaged Transforms the paper adds the noise to every mixed image of the
+    path rather than to ``x1``, ``x2`` before the transform: ``noise_at="mixed"`` does that (the
+    two differ for the default ``design="pair"``, whose transform is not linear; for
+    ``design="paper"`` they coincide). An all-zero reference map counts as ``inf`` unless the noisy map is zero too.
 
     Args:
         model: ``nn.Module`` or callable mapping ``(N, C, H, W)`` images to ``(N, D)`` embeddings.
@@ -246,6 +286,7 @@ def max_sensitivity(
             option (default, or set through ``options``) for the reference and every noisy copy.
         explain_batch_size: pairs per ``explain`` call (default ``max(B, 64)``: several samples
             per call when ``B`` is small).
+        noise_at: ``"inputs"`` (default) or ``"mixed"`` (see :data:`NoiseAt`).
         options: method options as a mapping; use it for options whose names clash with this
             function's parameters (e.g. ``smoothgrad``'s ``n_samples`` or a method's ``seed``).
         **method_options: further method options, e.g. ``layer=...``, ``similarity="dot"``.
@@ -276,6 +317,7 @@ def max_sensitivity(
             "radius": radius,
             "seed": seed,
             "explain_batch_size": explain_batch_size,
+            "noise_at": noise_at,
         },
         owner,
     )
