@@ -31,6 +31,7 @@ from lightning_explain._guard import guest
 from lightning_explain._perf import (
     AUTOGRAD_BYTES_PER_INPUT_BYTE,
     BYTES_PER_INPUT_BYTE,
+    activation_bytes,
     auto_batch_size,
     autocast_forward,
     tuned_batch_size,
@@ -384,21 +385,28 @@ class PairContext:
         The default is :func:`lightning_explain._perf.auto_batch_size` (CUDA: from the free
         memory, at most 1024; CPU: a 256 MiB activation budget, at most 256), with a doubled
         activation estimate for chunks that also run a backward pass (``autograd=True``). Inside
-        :func:`lightning_explain._perf.chunk_tuning` that bound is only the upper limit: the chunk
-        is measured for this model by :func:`lightning_explain._perf.tuned_batch_size`.
+        :func:`lightning_explain._perf.chunk_tuning` the bound comes from this model's measured
+        activation memory (:func:`lightning_explain._perf.activation_bytes`, doubled for
+        ``autograd``) where it can be measured, and it is only the upper limit: the chunk is
+        timed for this model by :func:`lightning_explain._perf.tuned_batch_size`.
         """
         if batch_size is not None:
             return batch_size
         per_byte = AUTOGRAD_BYTES_PER_INPUT_BYTE if autograd else BYTES_PER_INPUT_BYTE
+        if not tuning_enabled():
+            return auto_batch_size(
+                self.device, tuple(self.x1.shape[1:]), dtype=self.x1.dtype,
+                bytes_per_input_byte=per_byte,
+            )  # fmt: skip
+        key = self.modules[0] if self.modules else self.model
+        measured = activation_bytes(self.embed, self.x1, key=key)
         cap = auto_batch_size(
             self.device,
             tuple(self.x1.shape[1:]),
             dtype=self.x1.dtype,
             bytes_per_input_byte=per_byte,
+            bytes_per_image=None if measured is None else measured * (2 if autograd else 1),
         )
-        if not tuning_enabled():
-            return cap
-        key = self.modules[0] if self.modules else self.model
         return tuned_batch_size(
             self.embed, torch.cat([self.x1, self.x2]), cap=cap, autograd=autograd, key=key
         )

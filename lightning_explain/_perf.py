@@ -13,6 +13,11 @@ masks. :func:`auto_batch_size` picks that chunk from the memory the device has f
   in chunks of 4 and 33 ms in chunks of 256; 32 px images are fastest in chunks of 128-256; see
   ``docs/performance.md``). It gives 256 images at 32 px, 85 at 64 px and 6 at 224 px.
 
+Inside :func:`chunk_tuning` the bound is computed from the model's own activation memory instead
+of that estimate where it can be measured (:func:`activation_bytes`: the bytes autograd saves in
+one forward of two images, once per model, shape, dtype and device), so a small model gets the
+larger chunks its activations allow.
+
 The memory bound says nothing about speed: a small CNN at 32 px runs fastest in chunks far below
 256 on a CPU, and a large model at 224 px runs faster per image in larger chunks on a GPU. Inside
 :func:`chunk_tuning` (the evaluation engine, hence the callback and the CLI, turn it on) the
@@ -45,6 +50,7 @@ __all__ = [
     "CUDA_CAP",
     "CUDA_FREE_FRACTION",
     "TUNE_BUDGET_S",
+    "activation_bytes",
     "auto_batch_size",
     "autocast_dtype",
     "chunk_tuning",
@@ -97,6 +103,7 @@ def auto_batch_size(
     *,
     dtype: torch.dtype = torch.float32,
     bytes_per_input_byte: int = BYTES_PER_INPUT_BYTE,
+    bytes_per_image: int | None = None,
 ) -> int:
     """Number of images per forward pass for images of ``image_shape`` on ``device``.
 
@@ -107,6 +114,8 @@ def auto_batch_size(
             :data:`CPU_CAP` (256) elsewhere.
         dtype: the image dtype (its element size enters the memory estimate).
         bytes_per_input_byte: activation memory assumed per input byte (default 64).
+        bytes_per_image: activation memory of one image, if known (e.g. measured by
+            :func:`activation_bytes`); replaces the ``bytes_per_input_byte`` estimate.
 
     Returns:
         An int in ``[1, cap]``: ``budget // (prod(image_shape) * itemsize * bytes_per_input_byte)``
@@ -126,7 +135,12 @@ def auto_batch_size(
         6
     """
     shape = _check_shape(image_shape)
-    for name, value in (("cap", cap), ("bytes_per_input_byte", bytes_per_input_byte)):
+    checked = (
+        ("cap", cap),
+        ("bytes_per_input_byte", bytes_per_input_byte),
+        ("bytes_per_image", bytes_per_image),
+    )
+    for name, value in checked:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
@@ -135,7 +149,9 @@ def auto_batch_size(
             raise ValueError(f"`auto_batch_size`: expected `{name}` >= 1, but got {value}.")
     device = torch.device(device)
     per_image = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    per_image = max(1, per_image * bytes_per_input_byte)
+    per_image = max(
+        1, per_image * bytes_per_input_byte if bytes_per_image is None else bytes_per_image
+    )
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         free, _ = torch.cuda.mem_get_info(index)
@@ -146,6 +162,72 @@ def auto_batch_size(
         budget = CPU_BUDGET_BYTES
         limit = CPU_CAP if cap is None else cap
     return int(max(1, min(limit, budget // per_image)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Activation memory measured for the model at hand
+
+_MEASURED: weakref.WeakKeyDictionary[object, dict[tuple[object, ...], Union[int, None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+_MIN_BYTES_PER_INPUT_BYTE = 2
+"""A measurement below this many bytes per input byte is not trusted (e.g. a model that detaches
+or runs under ``no_grad`` inside, so autograd saves nothing): the constant estimate stays."""
+
+
+def activation_bytes(
+    forward: Callable[[Tensor], Tensor], images: Tensor, *, key: object = None
+) -> int | None:
+    """Activation memory of one image in ``forward``: the bytes autograd saves for the backward.
+
+    One forward of (at most two of) ``images`` runs with autograd on, under
+    :func:`torch.autograd.graph.saved_tensors_hooks` that sum the storages saved for the backward
+    (each storage once; parameters and buffers of the modules reachable from ``key`` excluded), and
+    nothing is kept: no backward runs, no ``.grad`` is written. An inference forward frees its
+    activations as it goes, so it needs at most this much; a forward kept for a backward needs
+    this, and its backward about as much again. Measured once per ``key`` (held weakly, e.g. the
+    model module), image shape, dtype and device; ``key=None`` caches nothing.
+
+    Returns:
+        Bytes per image, or None when the measurement is not usable (the forward raised, or it
+        saved less than twice the input's size, as a model that detaches its features does).
+    """
+    slot = (tuple(images.shape[1:]), images.dtype, str(images.device))
+    if key is not None:
+        try:
+            table = _MEASURED.setdefault(key, {})
+        except TypeError:  # not weakly referenceable: measure every time
+            key, table = None, {}
+        if slot in table:
+            return table[slot]
+    modules = key.modules() if isinstance(key, torch.nn.Module) else ()
+    skip = {
+        t.untyped_storage().data_ptr() for m in modules for t in (*m.parameters(), *m.buffers())
+    }
+    sizes: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in skip:
+            sizes[ptr] = max(sizes.get(ptr, 0), storage.nbytes())
+        return t
+
+    sample = images[:2].detach()
+    result: int | None
+    try:
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            forward(sample.clone().requires_grad_(True))
+    except Exception:
+        result = None
+    else:
+        per_image = sum(sizes.values()) // sample.shape[0]
+        input_bytes = sample[0].numel() * sample.element_size()
+        result = per_image if per_image >= _MIN_BYTES_PER_INPUT_BYTE * input_bytes else None
+    if key is not None and result is not None:
+        table[slot] = result
+    return result
 
 
 # --------------------------------------------------------------------------------------------------

@@ -134,3 +134,14 @@ def test_bench_stream_smoke():
         proc.stdout,
         re.M,
     ), proc.stdout
+
+
+def test_bench_before_after_smoke():
+    """Against HEAD (always in a checkout): both trees run, maps of unchanged code are identical."""
+    proc = run_script("bench_before_after.py", "--smoke", "--before", "HEAD")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("gradcam", "input_x_gradient"):
+        row = rf"^\| {name} \| \d+\.\d+ \| \d+\.\d+ \| \d+\.\d+x \| (\d+) \| (\d+) \| identical \|$"
+        match = re.search(row, proc.stdout, re.M)
+        assert match, proc.stdout
+        assert match.group(1) == match.group(2) != "0"

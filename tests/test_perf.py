@@ -267,3 +267,61 @@ def test_auto_layer_is_detected_once_per_model_and_input_shape() -> None:
     forwards.clear()
     gradcam(net, x1, x2)
     assert len(forwards) == detection_and_cam
+
+
+class _Wide(torch.nn.Module):
+    """A 1x1 conv to 16 channels and a ReLU: autograd saves the input (for the conv's weight
+    gradient) and the ReLU's output, nothing else; a big parameter that must not count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 1, bias=False)
+        self.unused = torch.nn.Parameter(torch.zeros(1_000_000))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+def test_activation_bytes_counts_saved_activations_not_parameters() -> None:
+    net = _Wide().eval()
+    x = torch.rand(4, 3, 8, 8)
+    measured = _perf.activation_bytes(net, x, key=net)
+    # Per image: the input (3 x 8 x 8 floats) and the ReLU output (16 x 8 x 8 floats).
+    assert measured == (3 + 16) * 8 * 8 * 4
+    assert all(p.grad is None for p in net.parameters())  # no backward ran
+    assert not net.training
+    assert _perf.activation_bytes(lambda t: 1 / 0, x, key=net) == measured  # cached per key
+    assert _perf.activation_bytes(net, torch.rand(4, 3, 16, 16), key=net) == 4 * measured
+
+
+def test_activation_bytes_refuses_unusable_measurements() -> None:
+    net = _Wide().eval()
+
+    def detached(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return net(x)
+
+    assert _perf.activation_bytes(detached, torch.rand(2, 3, 8, 8)) is None  # saved nothing
+    assert _perf.activation_bytes(lambda t: 1 / 0, torch.rand(2, 3, 8, 8)) is None  # raised
+
+
+def test_measured_activations_lift_the_memory_bound_of_small_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_explain import _core
+    from tests.helpers import TinyCNN
+
+    # The timed probe returns its cap, so the test sees the memory bound it was given.
+    monkeypatch.setattr(_core, "tuned_batch_size", lambda forward, images, *, cap, **_: cap)
+    net = TinyCNN().eval()
+    x1, x2 = torch.rand(2, 3, 224, 224), torch.rand(2, 3, 224, 224)
+    with _core.pair_context(net, x1, x2, owner="test") as ctx:
+        constant = ctx.chunk_size(None)  # outside tuning: the ResNet-sized estimate
+        with _perf.chunk_tuning():
+            lifted = ctx.chunk_size(None)
+            lifted_grad = ctx.chunk_size(None, autograd=True)
+    per_image = _perf.activation_bytes(net, x1, key=net)
+    assert per_image is not None
+    assert constant == auto_batch_size("cpu", (3, 224, 224)) == 6
+    assert lifted == auto_batch_size("cpu", (3, 224, 224), bytes_per_image=per_image) > constant
+    assert lifted_grad == auto_batch_size("cpu", (3, 224, 224), bytes_per_image=2 * per_image)
