@@ -7,10 +7,12 @@ operation (insertion + deletion in both modes, conditional occlusion, RISE, Smoo
 * **bound**: ``batch_size=None`` outside :func:`lightning_explain._perf.chunk_tuning`, i.e. the
   memory bound of :func:`lightning_explain._perf.auto_batch_size` (the default before tuning);
 * **tuned**: the same call inside ``chunk_tuning()`` (what ``evaluate_probe``, the callback and
-  the CLI do); the one-off probe is timed separately (``probe``) and excluded from the runs;
+  the CLI do): the memory bound from the model's measured activation memory
+  (:func:`lightning_explain._perf.activation_bytes`), then the timed probe below it; the one-off
+  probe is timed separately (``probe``) and excluded from the runs;
 * **floor**: the same number of image forwards as the operation (forward-only under
   ``torch.inference_mode``; forward + input-gradient backward for the images the operation runs
-  with autograd), on random images, in full batches of the faster of the two chunk sizes.
+  with autograd), on random images, in full batches of the fastest of the chunk sizes involved (both bounds and the tuned chunks).
 
 Runs are interleaved and the minimum of ``--repeats`` counts. Scores and maps of the bound and
 tuned runs must agree to 1e-4 (chunking changes only float rounding).
@@ -38,6 +40,7 @@ from lightning_explain._perf import (
     _TUNED,
     AUTOGRAD_BYTES_PER_INPUT_BYTE,
     BYTES_PER_INPUT_BYTE,
+    activation_bytes,
     auto_batch_size,
     chunk_tuning,
 )
@@ -169,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
                         device, shape, bytes_per_input_byte=AUTOGRAD_BYTES_PER_INPUT_BYTE
                     ),
                 ]
-                floor_chunks = sorted({*caps, *chunks.values()})
+                measured = activation_bytes(net, x1, key=net)
+                lifted = [
+                    auto_batch_size(device, shape, bytes_per_image=k * measured)
+                    for k in (1, 2)
+                    if measured is not None
+                ]
+                floor_chunks = sorted({*caps, *lifted, *chunks.values()})
                 diff = max((bound_out[k] - tuned_out[k]).abs().max().item() for k in bound_out)
                 bound_t, tuned_t, floor_t = [], [], []
                 for _ in range(args.repeats):  # interleaved
@@ -190,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(
                     f"{'':15} forwards: {n_plain} plain + {n_grad} with autograd; chunks: bound "
-                    f"{caps[0]} (autograd {caps[1]}), tuned "
+                    f"{caps[0]} (autograd {caps[1]}), measured bound "
+                    f"{lifted[0] if lifted else '-'} (autograd {lifted[1] if lifted else '-'}), tuned "
                     f"{sorted(set(chunks.values())) or 'none (no chunked pass)'}; "
                     f"max |bound - tuned| {diff:.1e}"
                 )
