@@ -4,16 +4,20 @@ The main job of the project (``make demo``): a small ResNet is trained with SimC
 SimSiam, Barlow Twins, MoCo) on scikit-learn's handwritten digits, which ship inside scikit-learn
 (or on CIFAR-10 / STL-10 / an ImageFolder you have on disk). ``PairExplanationCallback`` explains a
 fixed probe set of augmented pairs at the end of every epoch and logs heatmaps, faithfulness
-metrics and curves; since digits are labelled, it also measures the backbone's kNN accuracy
-(``--knn-k``, off with ``--no-knn``) and, from the third epoch on, the correlation of every score
-with it. A checkpoint is written per epoch. At the end the checkpoints are compared in a
-self-contained HTML dashboard (every checkpoint with the kNN probe, so that the dashboard can
-correlate scores and accuracy across them; else the first and the last), and the last one is
-tabulated with ``lightning-explain report``.
+metrics and curves, and the correspondences of ``--interactions`` (default ``point_to_point``: the
+top matches between the two views of each pair, drawn as lines; ``none`` switches them off;
+scored against the true geometry of the views with ``--probe-views``).
+Since digits are labelled, it also measures the backbone's kNN accuracy (``--knn-k``, off with
+``--no-knn``) and, from the third epoch on, the correlation of every score with it. A checkpoint
+is written per epoch. At the end the checkpoints are compared in a self-contained HTML dashboard
+(every checkpoint with the kNN probe, so that the dashboard can correlate scores and accuracy
+across them; else the first and the last), and the last one is tabulated with
+``lightning-explain report``.
 
 Run::
 
     python examples/train_ssl.py --out outputs/demo
+    python examples/train_ssl.py --out outputs/demo_views --epochs 3 --probe-views
     python examples/train_ssl.py --model byol --logger wandb --epochs 20
     python examples/train_ssl.py --data ~/data/cifar10 --input-size 32 --epochs 50
 
@@ -90,6 +94,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     p.add_argument("--n-pairs", type=int, default=6)
     p.add_argument("--n-steps", type=int, default=32, help="insertion/deletion steps")
+    p.add_argument(
+        "--probe-views",
+        action="store_true",
+        help="make the probe pairs two random crops (and flips) of validation images whose "
+        "geometry is recorded (lightning_explain.correspondence.random_views), so that the "
+        "correspondences are scored (accuracy, error_px); default: lightly's augmentations",
+    )
+    p.add_argument(
+        "--interactions",
+        nargs="+",
+        default=["point_to_point"],
+        help="correspondence methods (point_to_point, bilrp), or 'none': the top matches between "
+        "the two views of each probe pair, logged every epoch and shown in the dashboards",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-dashboard", action="store_true")
     p.add_argument(
@@ -116,13 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     data = SSLDataModule(
         data=args.data, input_size=args.input_size, batch_size=args.batch_size, limit=args.limit
     )
+    interactions = [] if args.interactions == ["none"] else list(args.interactions)
     explainer = PairExplanationCallback(
         methods=[
             # Occlusion windows for 32 px images (the paper's 64/8 targets 224 px).
             {"name": m, "window": 8, "stride": 4} if m.endswith("occlusion") else m
             for m in args.methods
         ],
-        probe=ProbeSettings(n_pairs=args.n_pairs, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        probe=ProbeSettings(
+            n_pairs=args.n_pairs,
+            source=str(views_probe(data, args, out / "probe_views.pt"))
+            if args.probe_views
+            else "val",
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        ),
         knn=None
         if args.no_knn
         else KNNSettings(
@@ -133,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             embedding=args.knn_embedding,
         ),
         n_steps=args.n_steps,
+        interactions=interactions,
         embedding="embed",
         seed=args.seed,
         # The live dashboard: open OUT/live/index.html while the run trains; it reloads itself.
@@ -186,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if any(m.endswith("occlusion") for m in args.methods):
             shared += ["--option", "window=8", "--option", "stride=4"]
+        if interactions:
+            shared += ["--interactions", *interactions]
         # With the kNN probe every checkpoint, so that scores and accuracy can be correlated.
         compared = [ckpts[0], ckpts[-1]] if args.no_knn else ckpts
         dashboard = out / "dashboard"
@@ -198,6 +227,25 @@ def main(argv: list[str] | None = None) -> int:
             return code
     _summary(out, args.logger, ckpts, probe, dashboard, report, explainer.dashboard_dir)
     return 0
+
+
+def views_probe(data: SSLDataModule, args: argparse.Namespace, path: Path) -> Path:
+    """Write a probe file of two random resized crops (and flips) of the first validation
+    images, normalised as the training views, with their geometry recorded."""
+    import numpy as np
+
+    from lightning_explain.correspondence import random_views
+
+    data.setup()
+    size = args.input_size
+    n = min(args.n_pairs, len(data.val_plain))
+    pictures = [data.val_plain[i][0].convert("RGB").resize((size, size)) for i in range(n)]
+    x = torch.stack([torch.from_numpy(np.asarray(p).copy()).permute(2, 0, 1) for p in pictures])
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    views = random_views((x.float() / 255 - mean) / std, seed=args.seed)
+    views.to_probe_set(seed=args.seed, mean=IMAGENET_MEAN, std=IMAGENET_STD).save(path)
+    return path
 
 
 def _downstream_summary(explainer: PairExplanationCallback) -> None:
@@ -235,6 +283,7 @@ def _summary(
     if "csv" in loggers:
         lines.append(f"  CSV metrics        {root / 'csv' / 'metrics.csv'}")
         lines.append(f"  heatmap PNGs       {root / 'csv' / 'explanations'}/epoch=NNN/")
+        lines.append("                     (with --interactions also *correspondence*matches*.png)")
     if "wandb" in loggers:
         lines.append(
             f"  W&B run            {root / 'wandb'}  (sync: wandb sync {root / 'wandb'}/offline-run-*)"

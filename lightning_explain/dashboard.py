@@ -20,7 +20,8 @@ coloured and blended over their images in the page with matplotlib's ``jet`` tab
 The tabs (described in the dashboard page of the docs): **Summary** first (per method the trend
 of every score, its correlation with the kNN accuracy, the degenerate maps), **Pair** (a slider
 scrubs one pair through the checkpoints), **Difference** (maps and scores of checkpoint B minus
-A), **Heatmaps**, **Curves**, **Over training**, **Metrics** (best value per column marked
+A), **Heatmaps**, **Curves**, **Over training**, **Correspondence** (with interaction methods:
+:mod:`lightning_explain.dashboard_correspondence`), **Metrics** (best value per column marked
 ``★``, never on degenerate maps), **Downstream** and **Run**.
 
 The method and checkpoint check boxes act on every tab: rows, columns, chart series, slider steps.
@@ -56,11 +57,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import numpy as np
 
+from lightning_explain.dashboard_correspondence import (
+    CorrespondenceRecord,
+    correspondence_tab,
+    validate_correspondence,
+)
 from lightning_explain.dashboard_media import (
+    PALETTE,
     MethodRecord,
     as_floats,
     base64_text,
@@ -75,11 +82,9 @@ from lightning_explain.dashboard_media import (
 )
 from lightning_explain.downstream import Correlation, DownstreamPoint, correlation_table
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
     "CheckpointInfo",
+    "CorrespondenceRecord",
     "DashboardData",
     "MethodRecord",
     "MetricColumn",
@@ -94,20 +99,6 @@ __all__ = [
 ]
 
 _OWNER = "dashboard"
-
-# Colours of the methods, shared by the charts and the check-box swatches (matplotlib's tab10).
-_PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
 
 Pictures = Sequence[tuple[bytes, bytes]]
 """Per probe pair, the encoded pictures (PNG, JPEG or WebP bytes) of image 1 and image 2."""
@@ -197,6 +188,8 @@ class DashboardData:
         refresh_seconds: for a page rewritten during training (:class:`LiveDashboard`): the page
             offers to reload itself this often, keeping its view. Default ``None``: a static page.
         updated: when the data were last changed, shown in the header. Default ``""``.
+        correspondence: per checkpoint and interaction method, its match renderings and geometry
+            scores (:class:`CorrespondenceRecord`); adds the Correspondence tab. Default: none.
 
     Raises:
         ValueError: from :meth:`validate` for inconsistent contents.
@@ -225,6 +218,7 @@ class DashboardData:
     degenerate: Mapping[tuple[int, str], Sequence[tuple[bool, bool]]] = field(default_factory=dict)
     refresh_seconds: float | None = None
     updated: str = ""
+    correspondence: Sequence[CorrespondenceRecord] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -301,6 +295,7 @@ class DashboardData:
         for key, flags in self.degenerate.items():
             check_key(key, "degenerate")
             check_count(len(flags), key, "degenerate", "(h1, h2) flags")
+        validate_correspondence(self.correspondence, n_ckpt, n_pairs)
         for index in self.knn_accuracy:
             check_index(index, "knn_accuracy")
         for index, sims in self.similarity.items():
@@ -412,7 +407,7 @@ def _direction(higher_is_better: bool | None) -> str:
 
 
 def _color(method_index: int) -> str:
-    return _PALETTE[method_index % len(_PALETTE)]
+    return PALETTE[method_index % len(PALETTE)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -789,6 +784,9 @@ def render_html(data: DashboardData, *, static_scatter: bool = True) -> str:
     ]
     if data.one_run:
         tabs.append(("training", "Over training", _view("training")))
+    if data.correspondence:
+        body = correspondence_tab(data.correspondence, data.checkpoints, data.order())
+        tabs.append(("correspondence", "Correspondence", body))
     tabs.append(("metrics", "Metrics", _metric_table(data, counts, 2 * len(data.pairs))))
     if data.knn_accuracy:
         tabs.append(("downstream", "Downstream", _downstream(data, static_scatter)))

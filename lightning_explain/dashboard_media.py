@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lightning_explain.evaluation import MethodEvaluation
 
 __all__ = [
+    "PALETTE",
     "MethodRecord",
     "as_floats",
     "base64_text",
@@ -34,6 +35,20 @@ __all__ = [
 ]
 
 _OWNER = "dashboard"
+
+PALETTE: tuple[str, ...] = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+"""Colours of the methods, shared by the charts and the check-box swatches (matplotlib's tab10)."""
 
 # --------------------------------------------------------------------------------------------------
 # Encoding

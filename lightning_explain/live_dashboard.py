@@ -16,7 +16,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,10 @@ from lightning_explain.dashboard import (
     Pictures,
     Stats,
     write_dashboard,
+)
+from lightning_explain.dashboard_correspondence import (
+    CorrespondenceRecord,
+    restore_correspondence,
 )
 from lightning_explain.dashboard_media import MethodRecord, as_floats, base64_text, encode_image
 
@@ -52,16 +56,24 @@ class _Evaluation:
     methods: Mapping[str, MethodRecord]
     sim: tuple[float, ...]
     knn_accuracy: float | None
+    correspondence: tuple[CorrespondenceRecord, ...] = ()
+
+
+def _displayable(x: Tensor, mean: Stats, std: Stats) -> tuple[Tensor, Stats, Stats]:
+    """As ``compare``: images of other channel counts than 1 or 3 show their first channel."""
+    if x.shape[1] not in (1, 3):
+        return (
+            x[:, :1],
+            None if mean is None else list(mean)[:1],
+            None if std is None else list(std)[:1],
+        )
+    return x, mean, std
 
 
 def _display_rgb(x: Tensor, mean: Stats, std: Stats) -> Tensor:
     from lightning_explain.render import to_rgb
 
-    if x.shape[1] not in (1, 3):  # as `compare`: other channel counts show their first channel
-        x = x[:, :1]
-        mean = None if mean is None else list(mean)[:1]
-        std = None if std is None else list(std)[:1]
-    return to_rgb(x, mean, std)
+    return to_rgb(*_displayable(x, mean, std))
 
 
 class LiveDashboard:
@@ -148,6 +160,7 @@ class LiveDashboard:
         self._evaluations: list[_Evaluation] = []
         self._pairs: list[tuple[bytes, bytes]] = []
         self._probe: ProbeSet | None = None
+        self._stats: tuple[Stats, Stats] = (None, None)
         if probe is not None:
             self.set_probe(probe, mean=mean, std=std)
         else:
@@ -175,6 +188,7 @@ class LiveDashboard:
         rgb2 = _display_rgb(probe.x2, mean, std).cpu()
         self._pairs = [(encode_image(a), encode_image(b)) for a, b in zip(rgb1, rgb2)]
         self._probe = probe
+        self._stats = (mean, std)
         self._evaluations.clear()
 
     def add(
@@ -187,6 +201,7 @@ class LiveDashboard:
         knn_accuracy: float | None = None,
         name: str | None = None,
         write: bool = True,
+        correspondence: Sequence[CorrespondenceRecord] = (),
     ) -> Path:
         """Add one evaluation and rewrite the page.
 
@@ -199,6 +214,9 @@ class LiveDashboard:
             knn_accuracy: the kNN accuracy of this evaluation, if measured.
             name: the evaluation's label. Default ``"epoch <e> · step <s>"``.
             write: rewrite the page now. Default ``True``.
+            correspondence: the renderings and scores of the correspondence methods (see
+                :meth:`CorrespondenceRecord.from_evaluation`; their ``checkpoint`` is set to
+                this evaluation's index), for the Correspondence tab. Default: none.
 
         Returns:
             The page's path.
@@ -215,6 +233,13 @@ class LiveDashboard:
                 raise ValueError(
                     f"`{_OWNER}.LiveDashboard.add`: method {label!r} has results for "
                     f"{sorted(set(lengths))} pairs, but the probe set has {n} pairs."
+                )
+        for entry in correspondence:
+            counts = {len(entry.matches), *(len(v) for v in entry.scores.values())} - {0}
+            if counts - {n}:
+                raise ValueError(
+                    f"`{_OWNER}.LiveDashboard.add`: correspondence {entry.method!r} has results "
+                    f"for {sorted(counts)} pairs, but the probe set has {n} pairs."
                 )
         sims = tuple(as_floats(sim)) if sim is not None else ()
         if sims and len(sims) != n:
@@ -239,6 +264,7 @@ class LiveDashboard:
                 dict(methods),
                 sims,
                 None if knn_accuracy is None else float(knn_accuracy),
+                tuple(correspondence),
             )
         )
         self._thin()
@@ -256,7 +282,9 @@ class LiveDashboard:
         """Add one :class:`lightning_explain.evaluation.ProbeEvaluation` and rewrite the page.
 
         Every method that produced an explanation enters with its maps, per-pair scores and
-        curves; the pair similarities and the kNN accuracy come along.
+        curves; the pair similarities and the kNN accuracy come along, and the correspondence
+        methods (``interactions``) with their match renderings (made from the dashboard's probe
+        set; none for a dashboard built from ``pairs``) and geometry scores.
 
         Args:
             evaluation: what :func:`lightning_explain.evaluation.evaluate_probe` returned for the
@@ -274,6 +302,19 @@ class LiveDashboard:
             for m in evaluation.methods
             if m.explanation is not None
         }
+        correspondence: list[CorrespondenceRecord] = []
+        if self._probe is not None and evaluation.interactions:
+            from lightning_explain.publish import MIN_TILE
+
+            mean, std = self._stats
+            x1, mean1, std1 = _displayable(self._probe.x1, mean, std)
+            x2, _, _ = _displayable(self._probe.x2, mean, std)
+            correspondence = [
+                CorrespondenceRecord.from_evaluation(
+                    0, r, x1, x2, mean=mean1, std=std1, min_tile=MIN_TILE
+                )
+                for r in evaluation.interactions
+            ]
         return self.add(
             epoch=epoch,
             global_step=global_step,
@@ -282,6 +323,7 @@ class LiveDashboard:
             knn_accuracy=evaluation.knn_accuracy,
             name=name,
             write=write,
+            correspondence=correspondence,
         )
 
     def resume(self, *, before_step: int | None = None) -> int:
@@ -314,7 +356,8 @@ class LiveDashboard:
         ):
             return 0
         try:
-            restored = list(_restore(payload, before_step))
+            corr = restore_correspondence(text)
+            restored = list(_restore(payload, before_step, corr))
         except (KeyError, IndexError, TypeError, ValueError):
             return 0
         if self._metrics is None:
@@ -380,6 +423,9 @@ class LiveDashboard:
                 if r.curves and n
             },
             degenerate={key: list(r.degenerate) for key, r in records.items() if r.maps and n},
+            correspondence=[
+                replace(c, checkpoint=i) for i, e in enumerate(evals) for c in e.correspondence
+            ],
             refresh_seconds=self.refresh_seconds,
             updated=datetime.datetime.now().isoformat(timespec="seconds"),
         )
@@ -404,8 +450,13 @@ def _unpack_curves(block: Mapping[str, Any]) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(v) for v in row) for row in values)
 
 
-def _restore(payload: Mapping[str, Any], before_step: int | None) -> Iterable[_Evaluation]:
-    """The evaluations of a live page's payload (see :func:`_payload`), in its order."""
+def _restore(
+    payload: Mapping[str, Any],
+    before_step: int | None,
+    correspondence: Mapping[int, Sequence[CorrespondenceRecord]] | None = None,
+) -> Iterable[_Evaluation]:
+    """The evaluations of a live page's payload (see :func:`_payload`), in its order, with the
+    page's correspondence records (by the evaluation's index on the page)."""
     keys = [m["k"] for m in payload["metrics"]]
     curve_keys = list(payload["curveKeys"])
     nan = math.nan
@@ -446,6 +497,7 @@ def _restore(payload: Mapping[str, Any], before_step: int | None) -> Iterable[_E
             methods,
             tuple(nan if v is None else float(v) for v in sim or ()),
             None if knn is None else float(knn),
+            tuple((correspondence or {}).get(i, ())),
         )
 
 

@@ -27,7 +27,19 @@ from pathlib import Path
 from lightning_explain._io import csv_writer
 from lightning_explain.dashboard import MetricColumn, best_rows
 
-__all__ = ["ReportTable", "to_csv", "to_html", "to_markdown", "write_report"]
+__all__ = [
+    "CorrespondenceRow",
+    "CorrespondenceTable",
+    "ReportTable",
+    "correspondence_csv",
+    "correspondence_html",
+    "correspondence_markdown",
+    "to_csv",
+    "to_html",
+    "to_markdown",
+    "write_correspondence_report",
+    "write_report",
+]
 
 _OWNER = "ReportTable"
 
@@ -219,4 +231,195 @@ def write_report(table: ReportTable, out: str | Path, stem: str = "report") -> d
     paths["markdown"].write_text(to_markdown(table), encoding="utf-8")
     paths["csv"].write_text(to_csv(table), encoding="utf-8", newline="")
     paths["html"].write_text(to_html(table), encoding="utf-8")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Correspondence
+
+
+@dataclass(frozen=True)
+class CorrespondenceRow:
+    """One checkpoint x interaction method of a :class:`CorrespondenceTable`.
+
+    Attributes:
+        checkpoint: the checkpoint's name.
+        method: the interaction entry's label.
+        pairs: how many probe pairs were explained.
+        accuracy: mean share of view-2 positions matched within one cell of their true location
+            (see :func:`lightning_explain.correspondence.correspondence_scores`); ``None`` when
+            the probe set records no view geometry.
+        error_px: mean distance of the matches to their true location, in pixels; ``None``
+            without geometry.
+    """
+
+    checkpoint: str
+    method: str
+    pairs: int
+    accuracy: float | None = None
+    error_px: float | None = None
+
+    @property
+    def geometry(self) -> bool:
+        """Whether the row was scored against the view geometry."""
+        return self.accuracy is not None
+
+
+@dataclass(frozen=True)
+class CorrespondenceTable:
+    """The correspondence (interaction) methods' scores against the true geometry of the views.
+
+    Attributes:
+        rows: one per checkpoint x interaction method.
+        title: the heading. Default ``"lightning-explain correspondence"``.
+        notes: lines shown under the heading. Default: none.
+
+    Raises:
+        ValueError: without rows.
+    """
+
+    rows: Sequence[CorrespondenceRow]
+    title: str = "lightning-explain correspondence"
+    notes: Sequence[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.rows:
+            raise ValueError(
+                "`CorrespondenceTable`: expected at least one row in `rows`, got none."
+            )
+
+    @property
+    def geometry(self) -> bool:
+        """Whether any row was scored."""
+        return any(r.geometry for r in self.rows)
+
+    def best(self) -> dict[str, set[int]]:
+        """Row indices of the best ``accuracy`` (highest) and ``error_px`` (lowest)."""
+        acc = [math.nan if r.accuracy is None else r.accuracy for r in self.rows]
+        err = [math.nan if r.error_px is None else r.error_px for r in self.rows]
+        return {"accuracy": set(best_rows(acc, True)), "error_px": set(best_rows(err, False))}
+
+
+_NO_GEOMETRY = (
+    "no view geometry recorded: the probe set does not say where each position of view 2 lies "
+    "in view 1, so the matches are not scored (a probe set made with "
+    "lightning_explain.correspondence.random_views(...).to_probe_set() records it)"
+)
+_CORR_LEGEND = (
+    "accuracy ↑: share of view-2 positions matched within one cell of their true location in "
+    "view 1; error_px ↓: mean distance of the matches to it, in pixels; means over the pairs whose "
+    "views overlap; the best value of each column is {mark}."
+)
+
+
+def _corr_cell(row: CorrespondenceRow, key: str) -> tuple[str, float]:
+    value = getattr(row, key)
+    if value is None:
+        return "no geometry", math.nan
+    return ("n/a" if not math.isfinite(value) else f"{value:.4f}"), float(value)
+
+
+def correspondence_markdown(table: CorrespondenceTable) -> str:
+    """The correspondence table as GitHub-flavoured Markdown; best values in bold."""
+    best = table.best()
+    lines = [f"# {_md(table.title)}", ""]
+    if table.notes:
+        lines += [f"- {_md(note)}" for note in table.notes] + [""]
+    lines.append("| checkpoint | method | pairs | accuracy ↑ | error_px ↓ |")
+    lines.append("| :-- | :-- | --: | --: | --: |")
+    for n, row in enumerate(table.rows):
+        cells = []
+        for key in ("accuracy", "error_px"):
+            text, _ = _corr_cell(row, key)
+            cells.append(f"**{text}**" if n in best[key] else text)
+        lines.append(
+            f"| {_md(row.checkpoint)} | {_md_name(row.method)} | {row.pairs} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines.append("")
+    lines.append(_CORR_LEGEND.format(mark="in bold") if table.geometry else _NO_GEOMETRY + ".")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def correspondence_csv(table: CorrespondenceTable) -> str:
+    """The correspondence table as CSV: ``checkpoint``, ``method``, ``pairs``, ``geometry``
+    (``true``/``false``), ``accuracy`` and ``error_px`` (empty without geometry)."""
+    buffer = io.StringIO()
+    writer = csv_writer(buffer, lineterminator="\n")
+    writer.writerow(["checkpoint", "method", "pairs", "geometry", "accuracy", "error_px"])
+    for row in table.rows:
+        writer.writerow(
+            [
+                row.checkpoint,
+                row.method,
+                row.pairs,
+                "true" if row.geometry else "false",
+                "" if row.accuracy is None else row.accuracy,
+                "" if row.error_px is None else row.error_px,
+            ]
+        )
+    return buffer.getvalue()
+
+
+def correspondence_html(table: CorrespondenceTable) -> str:
+    """The correspondence table as a self-contained HTML page (no script); every string
+    escaped; best values bold and highlighted."""
+    e = html.escape
+    best = table.best()
+    rows = []
+    for n, row in enumerate(table.rows):
+        cells = []
+        for key in ("accuracy", "error_px"):
+            text, value = _corr_cell(row, key)
+            is_best = n in best[key]
+            cells.append(
+                f'<td class="num{" best" if is_best else ""}" data-col="{key}" '
+                f'data-value="{value!r}">'
+                + (f"<strong>{e(text)}</strong>" if is_best else e(text))
+                + "</td>"
+            )
+        rows.append(
+            f'<tr data-method="{e(row.method)}"><td>{e(row.checkpoint)}</td>'
+            f'<th scope="row">{e(row.method)}</th><td class="num">{row.pairs}</td>'
+            + "".join(cells)
+            + "</tr>"
+        )
+    notes = "".join(f"<li>{e(n)}</li>" for n in table.notes)
+    legend = _CORR_LEGEND.format(mark="in bold") if table.geometry else _NO_GEOMETRY + "."
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(table.title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{e(table.title)}</h1>"
+        + (f'<ul class="notes">{notes}</ul>' if notes else "")
+        + '<table id="correspondence-table"><thead><tr><th scope="col">checkpoint</th>'
+        '<th scope="col">method</th><th scope="col">pairs</th>'
+        '<th scope="col" title="higher is better">accuracy ↑</th>'
+        '<th scope="col" title="lower is better">error_px ↓</th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
+        + f'<p class="legend">{e(legend)}</p></body></html>\n'
+    )
+
+
+def write_correspondence_report(
+    table: CorrespondenceTable, out: str | Path, stem: str = "correspondence"
+) -> dict[str, Path]:
+    """Write ``<out>/<stem>.md``, ``.csv`` and ``.html`` (UTF-8; the folder is created).
+
+    Returns:
+        ``{"markdown": path, "csv": path, "html": path}``.
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": folder / f"{stem}.md",
+        "csv": folder / f"{stem}.csv",
+        "html": folder / f"{stem}.html",
+    }
+    paths["markdown"].write_text(correspondence_markdown(table), encoding="utf-8")
+    paths["csv"].write_text(correspondence_csv(table), encoding="utf-8", newline="")
+    paths["html"].write_text(correspondence_html(table), encoding="utf-8")
     return paths

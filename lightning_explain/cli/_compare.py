@@ -33,7 +33,17 @@ from lightning_explain.cli._common import (
     parse_options,
     text_table,
 )
-from lightning_explain.dashboard import DashboardData, MethodRecord, MetricColumn
+from lightning_explain.cli._correspondence import (
+    correspondence_records,
+    interaction_specs,
+    write_correspondence,
+)
+from lightning_explain.dashboard import (
+    CorrespondenceRecord,
+    DashboardData,
+    MethodRecord,
+    MetricColumn,
+)
 from lightning_explain.data.knn import KNNSet
 from lightning_explain.data.probe import ProbeSet
 from lightning_explain.embedding import bind_embedding, resolve_embedding
@@ -175,7 +185,9 @@ class CheckpointResult:
     """Everything computed for one checkpoint, as the dashboard, tables and trackers take it.
 
     ``records`` holds, per method, what the dashboard shows of it (encoded maps, per-pair scores
-    and curves, degenerate flags; see :class:`lightning_explain.dashboard.MethodRecord`).
+    and curves, degenerate flags; see :class:`lightning_explain.dashboard.MethodRecord`);
+    ``interactions`` the mean geometry scores of each correspondence method (empty without
+    geometry) and ``correspondence`` their renderings for the dashboard.
     """
 
     scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -185,6 +197,8 @@ class CheckpointResult:
     curve_tensors: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     sim: list[float] = field(default_factory=list)
     knn_accuracy: float | None = None
+    interactions: dict[str, dict[str, float]] = field(default_factory=dict)
+    correspondence: list[CorrespondenceRecord] = field(default_factory=list)
 
     def means(self, method: str) -> dict[str, float]:
         """``method``'s mean score per metric (over the finite per-pair scores)."""
@@ -200,6 +214,7 @@ class Setup:
     metric_keys: list[str]
     specs: list[MethodSpec]
     layer: str
+    interactions: list[MethodSpec] = field(default_factory=list)
 
     def metric_columns(self) -> list[MetricColumn]:
         from lightning_explain.metrics import metric_info
@@ -229,12 +244,17 @@ def _setup(args: argparse.Namespace, *, require_metrics: bool = False) -> Setup:
     if require_metrics and not metric_keys:
         raise CLIError("--metrics none leaves the report without columns; name some metrics.")
     specs = _method_specs(methods, parse_options(args.option))
+    interactions = interaction_specs(
+        getattr(args, "interactions", None),
+        getattr(args, "interaction_option", []),
+        streaming=bool(getattr(args, "pairs_from", None)),
+    )
     if args.model_class is not None:
         resolve_class(args.model_class)
     if args.model_factory is not None and args.model_class is not None:
         raise CLIError("Pass either --model-class or --model-factory, not both.")
     _check_outputs(args)
-    return Setup(device, methods, metric_keys, specs, args.layer or "auto")
+    return Setup(device, methods, metric_keys, specs, args.layer or "auto", interactions)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -420,10 +440,12 @@ def _explain_checkpoint(
     *,
     grids: bool,
     overlays: bool = True,
+    index: int = 0,
 ) -> CheckpointResult:
     """Build one checkpoint's module, check it against the probe set, and hand the pairs to the
     evaluation engine; ``recorded``: the probe image shape the checkpoint records, if any.
-    ``overlays``: keep what the dashboard shows of every method (``records``)."""
+    ``overlays``: keep what the dashboard shows of every method (``records``) and of every
+    correspondence method (``correspondence``, as checkpoint ``index``)."""
     from lightning_explain.checkpoints import build_module
     from lightning_explain.publish import MIN_TILE
     from lightning_explain.render import pair_grid
@@ -452,7 +474,7 @@ def _explain_checkpoint(
             trust=args.trust_checkpoint,
         )
     )
-    log(f"    {', '.join(setup.methods)}")
+    log(f"    {', '.join(setup.methods + [s.label for s in setup.interactions])}")
     evaluation = evaluate_probe(
         embed,
         probe,
@@ -468,6 +490,7 @@ def _explain_checkpoint(
         knn_model=knn_model,
         knn_k=None if knn is None else knn.k,
         knn_temperature=None if knn is None else knn.temperature,
+        interactions=setup.interactions or None,
         errors="collect",
         owner="lightning-explain",
     )
@@ -493,6 +516,11 @@ def _explain_checkpoint(
             result.grids[m.label] = pair_grid(
                 show1, show2, e.h1, e.h2, mean=mean, std=std, min_tile=MIN_TILE
             )
+    result.interactions = {r.label: r.mean_scores() for r in evaluation.interactions}
+    if overlays:
+        result.correspondence = correspondence_records(
+            index, evaluation.interactions, show1, show2, mean=mean, std=std, min_tile=MIN_TILE
+        )
     return result
 
 
@@ -526,7 +554,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         metas.append(meta)
         results.append(
             _explain_checkpoint(
-                args, setup, path, ckpt, meta.probe_shape, probe, knn_plan, grids=trackers
+                args,
+                setup,
+                path,
+                ckpt,
+                meta.probe_shape,
+                probe,
+                knn_plan,
+                grids=trackers,
+                index=index,
             )
         )
         del ckpt
@@ -569,10 +605,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         degenerate={
             (i, m): r.records[m].degenerate for i, r in enumerate(results) for m in r.records
         },
+        correspondence=[c for r in results for c in r.correspondence],
     )
     out = Path(args.out)
     html_path = write_dashboard(data, out / "index.html")
     _write_tables(out, data, results, origin)
+    if setup.interactions:
+        scores = [r.interactions for r in results]
+        write_correspondence(out, names, scores, len(probe), args.title)
     if trackers:
         log_trackers(args, data, results)
     print(f"wrote {html_path}")
@@ -623,6 +663,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     paths = write_report(table, Path(args.out))
     print(to_markdown(table))
+    if setup.interactions:
+        title = f"lightning-explain correspondence: {path.name}"
+        extra, text = write_correspondence(
+            Path(args.out), [path.name], [result.interactions], len(probe), title, notes
+        )
+        paths.update({f"correspondence {k}": v for k, v in extra.items()})
+        print(text)
     for written in paths.values():
         print(f"wrote {written}")
     return 0
@@ -736,6 +783,9 @@ def _settings(
         options = setup.options(spec, args)
         opts = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "defaults"
         info.append((f"method {spec.label}", opts))
+    for spec in setup.interactions:
+        opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "defaults"
+        info.append((f"correspondence {spec.label}", opts))
     info.append(("kNN accuracy", "not computed" if knn is None else knn.describe()))
     return info
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lightning_explain.cli._common import PROG, positive_float, positive_int
+from lightning_explain.correspondence import list_interaction_methods
 from lightning_explain.evaluation import DEFAULT_METHODS
 
 __all__ = ["build_parser"]
@@ -101,6 +102,23 @@ def add_explain_options(cmd: argparse.ArgumentParser) -> None:
         "that accepts it, e.g. --option n_masks=500; repeatable",
     )
     cmd.add_argument(
+        "--interactions",
+        nargs="+",
+        metavar="NAME",
+        help="correspondence methods (space- or comma-separated; "
+        f"{', '.join(list_interaction_methods())}; see lightning_explain.correspondence): which "
+        "position of view 1 is matched with which position of view 2, drawn as lines and scored "
+        "(accuracy, error_px) when the probe set records its view geometry; default: none",
+    )
+    cmd.add_argument(
+        "--interaction-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option (a Python literal, else a string) passed to every selected "
+        "--interactions method that accepts it, e.g. --interaction-option k=16; repeatable",
+    )
+    cmd.add_argument(
         "--trust-checkpoint",
         action="store_true",
         help="allow torch.load(weights_only=False) for files that the safe load refuses (this can "
@@ -154,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="explain and score the same probe pairs with several checkpoints; write a dashboard",
         description="Load each checkpoint, explain the probe pairs with every method, score the "
         "explanations with the faithfulness metrics, and write DIR/index.html (self-contained), "
-        "DIR/metrics.csv and DIR/metrics.json.",
+        "DIR/metrics.csv and DIR/metrics.json. With --interactions, the dashboard gets a "
+        "Correspondence tab and the scores go to DIR/correspondence.{md,csv,html}.",
     )
     cmp.add_argument("checkpoints", nargs="+", metavar="CKPT", help="Lightning checkpoint files")
     cmp.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
@@ -193,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explain the probe pairs with one checkpoint, score every method with every "
         "metric, and write the table (rows: methods; columns: metrics with their direction, the "
         "best value of each column marked) as DIR/report.md, DIR/report.csv and DIR/report.html "
-        "(self-contained). The Markdown table is also printed.",
+        "(self-contained). The Markdown table is also printed. With --interactions, the "
+        "correspondence scores go to DIR/correspondence.{md,csv,html}.",
     )
     rep.add_argument("checkpoints", nargs=1, metavar="CKPT", help="Lightning checkpoint file")
     rep.add_argument(
@@ -210,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pairs-from",
         metavar="PATH",
         help="an image folder (root/<class>/<image>: clean vs augmented views, made per item) or "
-        "a probe file; every pair is scored, batch by batch",
+        "a probe file; every pair is scored, batch by batch (heatmap methods only: not with "
+        "--interactions)",
     )
     stream.add_argument(
         "--size",
