@@ -13,10 +13,12 @@ masks. :func:`auto_batch_size` picks that chunk from the memory the device has f
   in chunks of 4 and 33 ms in chunks of 256; 32 px images are fastest in chunks of 128-256; see
   ``docs/performance.md``). It gives 256 images at 32 px, 85 at 64 px and 6 at 224 px.
 
-Inside :func:`chunk_tuning` the bound is computed from the model's own activation memory instead
-of that estimate where it can be measured (:func:`activation_bytes`: the bytes autograd saves in
-one forward of two images, once per model, shape, dtype and device), so a small model gets the
-larger chunks its activations allow.
+Inside :func:`chunk_tuning`, on CUDA, the bound is computed from the model's own activation memory
+instead of that estimate where it can be measured (:func:`activation_bytes`: the bytes autograd
+saves in one forward of two images, once per model, shape, dtype and device), so a small model
+gets the larger chunks its memory allows. On a CPU the estimate stays: there the budget is about
+caches, not memory, and chunks of the measured bound ran slower (a tiny CNN at 224 px: 3.1x its
+floor in chunks of 78, 1.1x in chunks of 6; ``docs/performance.md``).
 
 The memory bound says nothing about speed: a small CNN at 32 px runs fastest in chunks far below
 256 on a CPU, and a large model at 224 px runs faster per image in larger chunks on a GPU. Inside

@@ -305,23 +305,27 @@ def test_activation_bytes_refuses_unusable_measurements() -> None:
     assert _perf.activation_bytes(lambda t: 1 / 0, torch.rand(2, 3, 8, 8)) is None  # raised
 
 
-def test_measured_activations_lift_the_memory_bound_of_small_models(
+def test_the_measured_bound_is_for_cuda_memory_and_cpus_keep_the_cache_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from lightning_explain import _core
     from tests.helpers import TinyCNN
 
-    # The timed probe returns its cap, so the test sees the memory bound it was given.
+    # The timed probe returns its cap, so the test sees the bound it was given.
     monkeypatch.setattr(_core, "tuned_batch_size", lambda forward, images, *, cap, **_: cap)
     net = TinyCNN().eval()
     x1, x2 = torch.rand(2, 3, 224, 224), torch.rand(2, 3, 224, 224)
-    with _core.pair_context(net, x1, x2, owner="test") as ctx:
-        constant = ctx.chunk_size(None)  # outside tuning: the ResNet-sized estimate
-        with _perf.chunk_tuning():
-            lifted = ctx.chunk_size(None)
-            lifted_grad = ctx.chunk_size(None, autograd=True)
-    per_image = _perf.activation_bytes(net, x1, key=net)
+    with _core.pair_context(net, x1, x2, owner="test") as ctx, _perf.chunk_tuning():
+        assert ctx.chunk_size(None) == auto_batch_size("cpu", (3, 224, 224)) == 6
+        assert ctx.chunk_size(None, autograd=True) == 3
+    # On CUDA the measured bytes replace the estimate: a quarter of the free memory over them.
+    gib = 1024**3
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (8 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda index: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda index: 0)
+    per_image = _perf.activation_bytes(net, x1)
     assert per_image is not None
-    assert constant == auto_batch_size("cpu", (3, 224, 224)) == 6
-    assert lifted == auto_batch_size("cpu", (3, 224, 224), bytes_per_image=per_image) > constant
-    assert lifted_grad == auto_batch_size("cpu", (3, 224, 224), bytes_per_image=2 * per_image)
+    lifted = auto_batch_size("cuda", (3, 224, 224), bytes_per_image=per_image)
+    assert lifted == min(_perf.CUDA_CAP, 2 * gib // per_image)
+    assert lifted > auto_batch_size("cuda", (3, 224, 224))
