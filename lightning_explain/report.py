@@ -221,6 +221,13 @@ def write_report(table: ReportTable, out: str | Path, stem: str = "report") -> d
     Returns:
         ``{"markdown": path, "csv": path, "html": path}``.
     """
+    return _write_formats(out, stem, to_markdown(table), to_csv(table), to_html(table))
+
+
+def _write_formats(
+    out: str | Path, stem: str, markdown: str, csv: str, html: str
+) -> dict[str, Path]:
+    """Write the three renderings of one table as ``<out>/<stem>.md``, ``.csv`` and ``.html``."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -228,9 +235,9 @@ def write_report(table: ReportTable, out: str | Path, stem: str = "report") -> d
         "csv": folder / f"{stem}.csv",
         "html": folder / f"{stem}.html",
     }
-    paths["markdown"].write_text(to_markdown(table), encoding="utf-8")
-    paths["csv"].write_text(to_csv(table), encoding="utf-8", newline="")
-    paths["html"].write_text(to_html(table), encoding="utf-8")
+    paths["markdown"].write_text(markdown, encoding="utf-8")
+    paths["csv"].write_text(csv, encoding="utf-8", newline="")
+    paths["html"].write_text(html, encoding="utf-8")
     return paths
 
 
@@ -412,14 +419,10 @@ def write_correspondence_report(
     Returns:
         ``{"markdown": path, "csv": path, "html": path}``.
     """
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "markdown": folder / f"{stem}.md",
-        "csv": folder / f"{stem}.csv",
-        "html": folder / f"{stem}.html",
-    }
-    paths["markdown"].write_text(correspondence_markdown(table), encoding="utf-8")
-    paths["csv"].write_text(correspondence_csv(table), encoding="utf-8", newline="")
-    paths["html"].write_text(correspondence_html(table), encoding="utf-8")
-    return paths
+    return _write_formats(
+        out,
+        stem,
+        correspondence_markdown(table),
+        correspondence_csv(table),
+        correspondence_html(table),
+    )

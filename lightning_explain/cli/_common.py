@@ -125,6 +125,23 @@ def parse_options(items: Sequence[str]) -> dict[str, Any]:
     return options
 
 
+def spread_options(
+    names: Sequence[str], options: dict[str, Any], accepted: Callable[[str], Sequence[str]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Give each named method the options of ``options`` it takes (``accepted(name)``).
+
+    Returns:
+        ``([{"name": name, **its options}, ...], the sorted options no method takes)``.
+    """
+    entries: list[dict[str, Any]] = []
+    used: set[str] = set()
+    for name in names:
+        taken = {k: v for k, v in options.items() if k in accepted(name)}
+        used.update(taken)
+        entries.append({"name": name, **taken})
+    return entries, sorted(set(options) - used)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

@@ -31,6 +31,7 @@ from lightning_explain.cli._common import (
     mean_of,
     parse_device,
     parse_options,
+    spread_options,
     text_table,
 )
 from lightning_explain.cli._correspondence import (
@@ -136,18 +137,14 @@ def _method_specs(methods: list[str], options: dict[str, Any]) -> list[MethodSpe
     from lightning_explain._checks import keyword_options
     from lightning_explain.methods import get_method, method_info
 
-    entries: list[dict[str, Any]] = []
-    used: set[str] = set()
     for name in methods:
         try:
             method_info(name)
         except ValueError as err:
             raise CLIError(f"--methods: {err}") from err
-        accepted = keyword_options(get_method(name))
-        taken = {k: v for k, v in options.items() if k in accepted}
-        used.update(taken)
-        entries.append({"name": name, **taken})
-    unused = sorted(set(options) - used)
+    entries, unused = spread_options(
+        methods, options, lambda n: list(keyword_options(get_method(n)))
+    )
     if unused:
         raise CLIError(
             f"--option {', '.join(unused)}: no selected method ({', '.join(methods)}) takes "

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_explain.cli._common import CLIError, comma_list, parse_options
+from lightning_explain.cli._common import CLIError, comma_list, parse_options, spread_options
 from lightning_explain.dashboard_correspondence import CorrespondenceRecord
 from lightning_explain.entries import MethodSpec, parse_interactions
 
@@ -80,22 +80,19 @@ def interaction_specs(
             "the heatmap methods only. Drop --pairs-from to report the correspondences of the "
             "probe set (--probe, or the one stored in the checkpoint), or drop --interactions."
         )
-    entries: list[dict[str, Any]] = []
-    used: set[str] = set()
-    offered: list[str] = []
     for name in methods:
         try:
             interaction_method_info(name)
         except ValueError as err:
             message = str(err).removeprefix("`explain_interactions`: ")
             raise CLIError(f"--interactions: {message}") from err
-        accepted = keyword_options(get_interaction_method(name))
-        offered.append(f"{name}: {', '.join(accepted)}")
-        taken = {k: v for k, v in options.items() if k in accepted}
-        used.update(taken)
-        entries.append({"name": name, **taken})
-    unused = sorted(set(options) - used)
+
+    def accepted(name: str) -> list[str]:
+        return list(keyword_options(get_interaction_method(name)))
+
+    entries, unused = spread_options(methods, options, accepted)
     if unused:
+        offered = [f"{name}: {', '.join(accepted(name))}" for name in methods]
         raise CLIError(
             f"--interaction-option {', '.join(unused)}: no selected interaction method "
             f"({', '.join(methods)}) takes {'this option' if len(unused) == 1 else 'these options'}."

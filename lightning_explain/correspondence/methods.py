@@ -64,7 +64,7 @@ from lightning_explain._checks import (
 from lightning_explain._core import Model, PairContext, check_embedding, pair_context
 from lightning_explain.correspondence._registry import interaction_method_info
 from lightning_explain.correspondence._types import Grid, PairInteraction, cell_index_map
-from lightning_explain.methods.cam import LayerSpec, resolve_layer
+from lightning_explain.methods.cam import LayerSpec, first_tensor, resolve_layer
 
 __all__ = [
     "Directions",
@@ -151,28 +151,6 @@ def _token_grid(
     return best
 
 
-def _first_tensor(output: Any) -> tuple[Tensor, Callable[[Tensor], Any]] | None:
-    """The tensor a layer output stands for (a tuple stands for its first tensor) and a function
-    rebuilding the output around a replacement."""
-    if isinstance(output, Tensor):
-        return output, lambda t: t
-    if isinstance(output, (tuple, list)):
-        for i, item in enumerate(output):
-            if isinstance(item, Tensor):
-
-                def rebuild(t: Tensor, i: int = i) -> Any:
-                    items = list(output)
-                    items[i] = t
-                    if isinstance(output, list):
-                        return items
-                    if hasattr(output, "_fields"):  # namedtuple
-                        return type(output)(*items)
-                    return tuple(items)
-
-                return item, rebuild
-    return None
-
-
 def _layer_site(ctx: PairContext, model: Model, layer: LayerSpec, prefix: int | None) -> _Site:
     """Resolve ``layer`` (as the class-activation methods do) on the pair ``(x1[0], x2[0])``."""
     module = resolve_layer(model, layer, torch.cat([ctx.x1[:1], ctx.x2[:1]]))
@@ -249,7 +227,7 @@ def _contributions(
     outs: list[Tensor] = []
 
     def scale(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        found = _first_tensor(output)
+        found = first_tensor(output)
         if found is None:
             return None
         t, rebuild = found

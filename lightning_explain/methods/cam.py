@@ -44,6 +44,7 @@ __all__ = [
     "LayerSpec",
     "Reduction",
     "capture_layer",
+    "first_tensor",
     "gradcam",
     "interaction_cam",
     "list_feature_layers",
@@ -122,7 +123,7 @@ class _Candidate:
 # Small helpers
 
 
-def _first_tensor(output: Any) -> tuple[Tensor, Callable[[Tensor], Any]] | None:
+def first_tensor(output: Any) -> tuple[Tensor, Callable[[Tensor], Any]] | None:
     """The tensor a layer output stands for, and a function rebuilding the output around a new one.
 
     A tensor stands for itself; a tuple or list (e.g. ``nn.MultiheadAttention``'s ``(out, weights)``)
@@ -232,7 +233,7 @@ def _detect(ctx: PairContext) -> tuple[list[_Candidate], Tensor]:
     firings: list[tuple[nn.Module, Tensor]] = []
 
     def record(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        found = _first_tensor(output)
+        found = first_tensor(output)
         if found is not None:
             firings.append((module, found[0]))
 
@@ -494,7 +495,7 @@ def _capture(ctx: PairContext, target: _Target) -> LayerCapture:
     outs: list[Tensor] = []
 
     def capture(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        found = _first_tensor(output)
+        found = first_tensor(output)
         if found is None:
             return None
         t, rebuild = found
