@@ -200,3 +200,28 @@ def test_scores_are_ordinary_tensors_under_inference_mode():
     outside = insertion(model, x1, x2, h1, h2, n_steps=4)
     assert not outside.is_inference()
     assert torch.allclose(inside, outside)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 9, 13, 22, 30, 61, 1000])
+def test_curves_match_reference_at_every_chunking(batch_size):
+    # Chunks of the (pairs x steps) grid that start and end inside a pair, span whole pairs, or
+    # hold all of them build the same perturbed images (checked against the brute-force loop).
+    model = centered_cnn(7)
+    x1, x2, h1, h2 = _inputs(7, 3, 3, 12, 20, (5, 4))
+    n_steps = 7
+    keys = [
+        "insertion_simultaneous",
+        "insertion_conditional",
+        "deletion_simultaneous",
+        "deletion_conditional",
+    ]
+    _, curves = evaluate(
+        model, x1, x2, (h1, h2), keys, n_steps=n_steps, batch_size=batch_size, return_curves=True
+    )
+    for key in keys:
+        kind, mode = key.split("_")
+        _, ref = curve_ref(
+            model.eval(), x1, x2, h1, h2, kind=kind, mode=mode, n_steps=n_steps, direction="both"
+        )
+        expected = torch.tensor(ref, dtype=torch.float64)
+        assert torch.allclose(curves[key].double(), expected, atol=TOL), key

@@ -4,8 +4,8 @@ through which the functions, the metric classes and :func:`~lightning_explain.me
 run every metric.
 
 Nothing here loops over pairs. The perturbation engine walks over chunks of the flattened
-``(pairs x steps)`` grid; every chunk builds its perturbed images with one vectorised
-``torch.where`` on a rank tensor and embeds them in one forward pass.
+``(pairs x steps)`` grid; every chunk builds its perturbed images with broadcast ``torch.where``
+calls on a rank tensor (one per rectangular block of the grid) and embeds them in one forward pass.
 
 **Families.** Each file of ``metrics/functional/`` holds the maths of one family of metrics in two
 helpers, ``_<family>_update(inputs, requests) -> state`` (every forward pass that the requested
@@ -423,6 +423,34 @@ def _intact_ends(
     return known
 
 
+def _common_dtype(tracks: Sequence[Track]) -> torch.dtype:
+    """The dtype of the perturbed images: the promotion of every track's start and finish."""
+    dtype = tracks[0].start.dtype if tracks else torch.get_default_dtype()
+    for tr in tracks:
+        dtype = torch.promote_types(dtype, torch.promote_types(tr.start.dtype, tr.finish.dtype))
+    return dtype
+
+
+def _grid_blocks(lo: int, hi: int, n_steps: int) -> list[tuple[int, int, int, int]]:
+    """Rectangular blocks ``(p0, p1, s0, s1)`` (pairs ``p0:p1`` x steps ``s0:s1``) that cover the
+    items ``lo:hi`` of the row-major ``(pairs x n_steps)`` grid in order: at most a partial first
+    pair, the whole pairs in between and a partial last pair. Each block is built with one
+    broadcast ``torch.where`` on slices of the pair tensors instead of gathers per item."""
+    blocks = []
+    p, s = divmod(lo, n_steps)
+    end_p, end_s = divmod(hi, n_steps)
+    if p == end_p:
+        return [(p, p + 1, s, end_s)] if end_s > s else []
+    if s:
+        blocks.append((p, p + 1, s, n_steps))
+        p += 1
+    if end_p > p:
+        blocks.append((p, end_p, 0, n_steps))
+    if end_s:
+        blocks.append((end_p, end_p + 1, 0, end_s))
+    return blocks
+
+
 def perturbation_curves(
     ctx: PairContext,
     tracks: Sequence[Track],
@@ -434,7 +462,8 @@ def perturbation_curves(
     """Similarity curves ``(B, n_steps + 1)``, one per comparison, in chunked forward passes.
 
     The flattened ``(pairs x steps)`` grid is walked in chunks of ``batch_size // len(tracks)``
-    items; each chunk builds the perturbed images of every track with one ``torch.where`` and
+    items; each chunk writes the perturbed images of every track into one buffer, with one
+    broadcast ``torch.where`` per rectangular block of pairs x steps (no per-item gathers), and
     embeds them together (split into forwards of at most ``batch_size`` images), under
     ``torch.inference_mode`` (and :func:`lightning_explain.perturbation_autocast` if active).
     Cost: ``len(tracks) * B * (n_steps + 1)`` image forwards, or ``len(tracks) * B * n_steps``
@@ -451,24 +480,41 @@ def perturbation_curves(
     offsets = [0] * len(tracks) if known is None else [int(end == "start") for end, _ in known]
     total = batch * n_walked
     per_chunk = max(1, batch_size // len(tracks))
+    channels = int(tracks[0].start.shape[1]) if tracks else 0
+    dtype = _common_dtype(tracks)
     pieces: list[list[Tensor]] = [[] for _ in comparisons]
     with torch.inference_mode():
         for lo in range(0, total, per_chunk):
-            idx = torch.arange(lo, min(lo + per_chunk, total), device=ctx.device)
+            hi = min(lo + per_chunk, total)
+            n = hi - lo
+            idx = torch.arange(lo, hi, device=ctx.device)
             pair = idx // n_walked
-            step = idx % n_walked
-            masks: dict[tuple[int, int], Tensor] = {}
-            images = []
-            for tr, offset in zip(tracks, offsets):
-                key = (id(tr.rank), offset)
-                if key not in masks:
-                    threshold = ((step + offset) * k).unsqueeze(1)
-                    masks[key] = (tr.rank[pair] < threshold).view(-1, 1, height, width)
-                images.append(torch.where(masks[key], tr.finish[pair], tr.start[pair]))
-            z = torch.split(ctx.embed_chunked(torch.cat(images), batch_size), len(idx))
-            for out, comp in zip(pieces, comparisons):
-                out.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
-        curves = [torch.cat(out).view(batch, n_walked) for out in pieces]
+            # The chunk's perturbed images of every track, written in place block by block: no
+            # gathered copies of the images, ranks or masks (see _grid_blocks).
+            images = torch.empty(
+                (len(tracks) * n, channels, height, width), dtype=dtype, device=ctx.device
+            )
+            masks: dict[tuple[int, int, int], Tensor] = {}
+            for t, (tr, offset) in enumerate(zip(tracks, offsets)):
+                row = t * n
+                for b, (p0, p1, s0, s1) in enumerate(_grid_blocks(lo, hi, n_walked)):
+                    rows = (p1 - p0) * (s1 - s0)
+                    key = (id(tr.rank), offset, b)
+                    if key not in masks:
+                        steps = torch.arange(s0 + offset, s1 + offset, device=ctx.device)
+                        masks[key] = tr.rank[p0:p1, None, :] < (steps * k)[None, :, None]
+                    out = images[row : row + rows].view(p1 - p0, s1 - s0, channels, height, width)
+                    torch.where(
+                        masks[key].view(p1 - p0, s1 - s0, 1, height, width),
+                        tr.finish[p0:p1, None],
+                        tr.start[p0:p1, None],
+                        out=out,
+                    )
+                    row += rows
+            z = torch.split(ctx.embed_chunked(images, batch_size), n)
+            for out_, comp in zip(pieces, comparisons):
+                out_.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
+        curves = [torch.cat(out_).view(batch, n_walked) for out_ in pieces]
         if known is not None:
             # The known end of each curve: the similarity of the intact embeddings.
             z_known = [z for _, z in known]
