@@ -18,6 +18,7 @@ per family; the public functions, the metric classes and ``evaluate`` all go thr
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -423,14 +424,6 @@ def _intact_ends(
     return known
 
 
-def _common_dtype(tracks: Sequence[Track]) -> torch.dtype:
-    """The dtype of the perturbed images: the promotion of every track's start and finish."""
-    dtype = tracks[0].start.dtype if tracks else torch.get_default_dtype()
-    for tr in tracks:
-        dtype = torch.promote_types(dtype, torch.promote_types(tr.start.dtype, tr.finish.dtype))
-    return dtype
-
-
 def _grid_blocks(lo: int, hi: int, n_steps: int) -> list[tuple[int, int, int, int]]:
     """Rectangular blocks ``(p0, p1, s0, s1)`` (pairs ``p0:p1`` x steps ``s0:s1``) that cover the
     items ``lo:hi`` of the row-major ``(pairs x n_steps)`` grid in order: at most a partial first
@@ -439,8 +432,8 @@ def _grid_blocks(lo: int, hi: int, n_steps: int) -> list[tuple[int, int, int, in
     blocks = []
     p, s = divmod(lo, n_steps)
     end_p, end_s = divmod(hi, n_steps)
-    if p == end_p:
-        return [(p, p + 1, s, end_s)] if end_s > s else []
+    if p == end_p:  # lo < hi, so end_s > s
+        return [(p, p + 1, s, end_s)]
     if s:
         blocks.append((p, p + 1, s, n_steps))
         p += 1
@@ -480,8 +473,10 @@ def perturbation_curves(
     offsets = [0] * len(tracks) if known is None else [int(end == "start") for end, _ in known]
     total = batch * n_walked
     per_chunk = max(1, batch_size // len(tracks))
-    channels = int(tracks[0].start.shape[1]) if tracks else 0
-    dtype = _common_dtype(tracks)
+    channels = int(tracks[0].start.shape[1])
+    dtype = functools.reduce(
+        torch.promote_types, [t.dtype for tr in tracks for t in (tr.start, tr.finish)]
+    )
     pieces: list[list[Tensor]] = [[] for _ in comparisons]
     with torch.inference_mode():
         for lo in range(0, total, per_chunk):
@@ -494,27 +489,28 @@ def perturbation_curves(
             images = torch.empty(
                 (len(tracks) * n, channels, height, width), dtype=dtype, device=ctx.device
             )
+            blocks = _grid_blocks(lo, hi, n_walked)
             masks: dict[tuple[int, int, int], Tensor] = {}
             for t, (tr, offset) in enumerate(zip(tracks, offsets)):
                 row = t * n
-                for b, (p0, p1, s0, s1) in enumerate(_grid_blocks(lo, hi, n_walked)):
+                for b, (p0, p1, s0, s1) in enumerate(blocks):
                     rows = (p1 - p0) * (s1 - s0)
                     key = (id(tr.rank), offset, b)
                     if key not in masks:
                         steps = torch.arange(s0 + offset, s1 + offset, device=ctx.device)
                         masks[key] = tr.rank[p0:p1, None, :] < (steps * k)[None, :, None]
-                    out = images[row : row + rows].view(p1 - p0, s1 - s0, channels, height, width)
+                    dest = images[row : row + rows].view(p1 - p0, s1 - s0, channels, height, width)
                     torch.where(
                         masks[key].view(p1 - p0, s1 - s0, 1, height, width),
                         tr.finish[p0:p1, None],
                         tr.start[p0:p1, None],
-                        out=out,
+                        out=dest,
                     )
                     row += rows
             z = torch.split(ctx.embed_chunked(images, batch_size), n)
-            for out_, comp in zip(pieces, comparisons):
-                out_.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
-        curves = [torch.cat(out_).view(batch, n_walked) for out_ in pieces]
+            for out, comp in zip(pieces, comparisons):
+                out.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
+        curves = [torch.cat(out).view(batch, n_walked) for out in pieces]
         if known is not None:
             # The known end of each curve: the similarity of the intact embeddings.
             z_known = [z for _, z in known]
