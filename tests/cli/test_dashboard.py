@@ -627,7 +627,9 @@ def test_live_rewrites_are_atomic_for_a_concurrent_reader(tmp_path: Path) -> Non
     broken: list[str] = []
 
     def reader() -> None:
-        while not stop.is_set():
+        done = False
+        while not done:
+            done = stop.is_set()  # the read after `stop` starts after the last rewrite
             html = path.read_text(encoding="utf-8")
             try:
                 assert html.startswith("<!DOCTYPE html>")
