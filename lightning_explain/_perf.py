@@ -239,7 +239,9 @@ TUNE_BUDGET_S = 1.0
 """Most seconds one :func:`tuned_batch_size` probe spends timing candidate chunks."""
 
 _TUNE_NEAR = 1.05
-"""A smaller chunk within this factor of the fastest per-image time is preferred (less memory)."""
+"""The largest chunk within this factor of the fastest per-image time wins: the probe times the
+model alone, and a larger chunk spreads the caller's fixed costs per chunk (masks, similarities,
+output checks) over more images."""
 
 _TUNE_STOP = 1.25
 """Probing stops once a chunk is this factor slower per image than the best, past the best."""
@@ -323,11 +325,12 @@ def tuned_batch_size(
     Candidates are ``cap`` and the powers of two below it, tried from the largest down; each is
     run once to warm up and timed twice (the faster run counts), on copies of ``images`` (cycled
     to the chunk size, so no random numbers are drawn). Probing stops once a chunk is 1.25x
-    slower per image than the fastest so far, or when ``budget_s`` is spent; the smallest
-    candidate within 5% of the fastest wins. Trying the largest chunk first means that an
-    exhausted budget (a slow model, a loaded machine) leaves the memory bound, the default
-    without tuning. The result
-    is cached under ``key`` (held weakly, e.g. the model module) for the shape, dtype and device of
+    slower per image than the fastest so far, or when ``budget_s`` is spent; the largest
+    candidate within 5% of the fastest wins (the probe times the model alone, and a larger chunk
+    spreads the engine's fixed costs per chunk over more images; memory stays bounded by
+    ``cap``). Trying the largest chunk first means that an exhausted budget (a slow model, a
+    loaded machine) leaves the memory bound, the default without tuning. The result is cached
+    under ``key`` (held weakly, e.g. the model module) for the shape, dtype and device of
     ``images``, the pass kind and the enclosing :func:`perturbation_autocast`; ``key=None`` caches
     nothing. A probe that raises (e.g. out of memory) keeps the best chunk measured before it, or
     ``cap`` when there is none, and is not cached.
@@ -375,7 +378,7 @@ def tuned_batch_size(
     if not per_image:
         return cap
     fastest = min(per_image.values())
-    chosen = min(s for s, t in per_image.items() if t <= _TUNE_NEAR * fastest)
+    chosen = max(s for s, t in per_image.items() if t <= _TUNE_NEAR * fastest)
     if key is not None and not failed:
         _TUNED.setdefault(key, {})[slot] = chosen
     return chosen

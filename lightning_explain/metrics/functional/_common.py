@@ -4,8 +4,9 @@ through which the functions, the metric classes and :func:`~lightning_explain.me
 run every metric.
 
 Nothing here loops over pairs. The perturbation engine walks over chunks of the flattened
-``(pairs x steps)`` grid; every chunk builds its perturbed images with broadcast ``torch.where``
-calls on a rank tensor (one per rectangular block of the grid) and embeds them in one forward pass.
+``(pairs x steps)`` grid; every chunk builds its perturbed images with broadcast ``torch.lerp``
+calls weighted by a 0/1 comparison of the rank tensor (one per rectangular block of the grid), in
+buffers reused by every chunk, and embeds them in one forward pass.
 
 **Families.** Each file of ``metrics/functional/`` holds the maths of one family of metrics in two
 helpers, ``_<family>_update(inputs, requests) -> state`` (every forward pass that the requested
@@ -428,7 +429,7 @@ def _grid_blocks(lo: int, hi: int, n_steps: int) -> list[tuple[int, int, int, in
     """Rectangular blocks ``(p0, p1, s0, s1)`` (pairs ``p0:p1`` x steps ``s0:s1``) that cover the
     items ``lo:hi`` of the row-major ``(pairs x n_steps)`` grid in order: at most a partial first
     pair, the whole pairs in between and a partial last pair. Each block is built with one
-    broadcast ``torch.where`` on slices of the pair tensors instead of gathers per item."""
+    broadcast ``torch.lerp`` on slices of the pair tensors instead of gathers per item."""
     blocks = []
     p, s = divmod(lo, n_steps)
     end_p, end_s = divmod(hi, n_steps)
@@ -456,7 +457,9 @@ def perturbation_curves(
 
     The flattened ``(pairs x steps)`` grid is walked in chunks of ``batch_size // len(tracks)``
     items; each chunk writes the perturbed images of every track into one buffer, with one
-    broadcast ``torch.where`` per rectangular block of pairs x steps (no per-item gathers), and
+    broadcast ``torch.lerp`` per rectangular block of pairs x steps (no per-item gathers; 0/1
+    weights from one comparison of the ranks, so the pixels are exactly ``start`` or ``finish``
+    for finite images), in image and weight buffers reused by every chunk, and
     embeds them together (split into forwards of at most ``batch_size`` images), under
     ``torch.inference_mode`` (and :func:`lightning_explain.perturbation_autocast` if active).
     Cost: ``len(tracks) * B * (n_steps + 1)`` image forwards, or ``len(tracks) * B * n_steps``
@@ -477,36 +480,56 @@ def perturbation_curves(
     dtype = functools.reduce(
         torch.promote_types, [t.dtype for tr in tracks for t in (tr.start, tr.finish)]
     )
+    starts = [tr.start.to(dtype) for tr in tracks]
+    finishes = [tr.finish.to(dtype) for tr in tracks]
+    # One slot of lerp weights per distinct (ranks, step offset): tracks of one image share it.
+    slots: dict[tuple[int, int], int] = {}
+    for tr, offset in zip(tracks, offsets):
+        slots.setdefault((id(tr.rank), offset), len(slots))
     pieces: list[list[Tensor]] = [[] for _ in comparisons]
     with torch.inference_mode():
+        # Buffers reused by every chunk: fresh ones would cost page faults at every chunk on a
+        # CPU (the last chunk uses their leading part).
+        image_buf = torch.empty(
+            (len(tracks) * per_chunk, channels, height, width), dtype=dtype, device=ctx.device
+        )
+        weight_buf = torch.empty(
+            (len(slots), per_chunk, height * width), dtype=dtype, device=ctx.device
+        )
         for lo in range(0, total, per_chunk):
             hi = min(lo + per_chunk, total)
             n = hi - lo
-            idx = torch.arange(lo, hi, device=ctx.device)
-            pair = idx // n_walked
+            pair = torch.arange(lo, hi, device=ctx.device) // n_walked
             # The chunk's perturbed images of every track, written in place block by block: no
             # gathered copies of the images, ranks or masks (see _grid_blocks).
-            images = torch.empty(
-                (len(tracks) * n, channels, height, width), dtype=dtype, device=ctx.device
-            )
+            images = image_buf[: len(tracks) * n]
             blocks = _grid_blocks(lo, hi, n_walked)
-            masks: dict[tuple[int, int, int], Tensor] = {}
+            done: set[int] = set()
             for t, (tr, offset) in enumerate(zip(tracks, offsets)):
-                row = t * n
-                for b, (p0, p1, s0, s1) in enumerate(blocks):
-                    rows = (p1 - p0) * (s1 - s0)
-                    key = (id(tr.rank), offset, b)
-                    if key not in masks:
+                slot = slots[(id(tr.rank), offset)]
+                row = 0
+                for p0, p1, s0, s1 in blocks:
+                    shape = (p1 - p0, s1 - s0)
+                    rows = shape[0] * shape[1]
+                    weight = weight_buf[slot, row : row + rows].view(*shape, height * width)
+                    if slot not in done:
+                        # 1.0 where the step has taken the pixel from `finish`, else 0.0,
+                        # written as floats by the comparison itself.
                         steps = torch.arange(s0 + offset, s1 + offset, device=ctx.device)
-                        masks[key] = tr.rank[p0:p1, None, :] < (steps * k)[None, :, None]
-                    dest = images[row : row + rows].view(p1 - p0, s1 - s0, channels, height, width)
-                    torch.where(
-                        masks[key].view(p1 - p0, s1 - s0, 1, height, width),
-                        tr.finish[p0:p1, None],
-                        tr.start[p0:p1, None],
-                        out=dest,
+                        torch.lt(tr.rank[p0:p1, None, :], (steps * k)[None, :, None], out=weight)
+                    # lerp with weights 0 and 1 returns start and finish exactly (finite images):
+                    # the choice of torch.where, in a kernel that is vectorised on a CPU (where
+                    # broadcast over the channels is not).
+                    torch.lerp(
+                        starts[t][p0:p1, None],
+                        finishes[t][p0:p1, None],
+                        weight.view(*shape, 1, height, width),
+                        out=images[t * n + row : t * n + row + rows].view(
+                            *shape, channels, height, width
+                        ),
                     )
                     row += rows
+                done.add(slot)
             z = torch.split(ctx.embed_chunked(images, batch_size), n)
             for out, comp in zip(pieces, comparisons):
                 out.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
