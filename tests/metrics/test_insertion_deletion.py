@@ -225,3 +225,28 @@ def test_curves_match_reference_at_every_chunking(batch_size):
         )
         expected = torch.tensor(ref, dtype=torch.float64)
         assert torch.allclose(curves[key].double(), expected, atol=TOL), key
+
+
+@pytest.mark.parametrize("batch_size", [3, 7, 1000])
+def test_perturbed_pixels_are_exactly_the_image_or_the_substrate(batch_size):
+    # Every pixel the model sees is bit for bit the image's pixel or the substrate value, as
+    # torch.where would choose it: an arithmetic blend such as x + w * (fill - x) would round.
+    seen: list[torch.Tensor] = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return torch.stack([x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3))], dim=1)
+
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = 3 * torch.randn(2, 3, 10, 10, generator=g), 3 * torch.randn(2, 3, 10, 10, generator=g)
+    h1, h2 = torch.rand(2, 10, 10, generator=g), torch.rand(2, 10, 10, generator=g)
+    fill = 0.1234567
+    deletion(model, x1, x2, h1, h2, n_steps=6, substrate=fill, batch_size=batch_size)
+    fed = torch.cat(seen)
+    sources = torch.cat([x1, x2])  # each fed image comes from one of these
+    kept = (fed[:, None] == sources[None]) | (fed[:, None] == torch.tensor(fill))
+    exact = kept.flatten(2).all(dim=2).any(dim=1)
+    assert exact.all(), f"{int((~exact).sum())} of {len(fed)} images hold blended pixels"
+    deleted = (fed == torch.tensor(fill)).all(dim=1).flatten(1).sum(dim=1)
+    assert deleted.max() == 100  # the whole track, start to finish
+    assert deleted.min() == 0

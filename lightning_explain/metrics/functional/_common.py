@@ -482,54 +482,56 @@ def perturbation_curves(
     )
     starts = [tr.start.to(dtype) for tr in tracks]
     finishes = [tr.finish.to(dtype) for tr in tracks]
-    # One slot of lerp weights per distinct (ranks, step offset): tracks of one image share it.
-    slots: dict[tuple[int, int], int] = {}
-    for tr, offset in zip(tracks, offsets):
-        slots.setdefault((id(tr.rank), offset), len(slots))
+    # One row of lerp weights per distinct (ranks, step offset): tracks that share both (e.g.
+    # two substrates of one image and kind) share their weights.
+    weight_keys: dict[tuple[int, int], int] = {}
+    weight_of = [
+        weight_keys.setdefault((id(tr.rank), off), len(weight_keys))
+        for tr, off in zip(tracks, offsets)
+    ]
+    weight_src = {w: (tr.rank, off) for w, tr, off in zip(weight_of, tracks, offsets)}
     pieces: list[list[Tensor]] = [[] for _ in comparisons]
     with torch.inference_mode():
-        # Buffers reused by every chunk: fresh ones would cost page faults at every chunk on a
-        # CPU (the last chunk uses their leading part).
+        # Buffers reused by every chunk (the last one uses their leading part), not allocated
+        # anew per chunk.
         image_buf = torch.empty(
             (len(tracks) * per_chunk, channels, height, width), dtype=dtype, device=ctx.device
         )
         weight_buf = torch.empty(
-            (len(slots), per_chunk, height * width), dtype=dtype, device=ctx.device
+            (len(weight_src), per_chunk, height * width), dtype=dtype, device=ctx.device
         )
         for lo in range(0, total, per_chunk):
             hi = min(lo + per_chunk, total)
             n = hi - lo
             pair = torch.arange(lo, hi, device=ctx.device) // n_walked
+            # Blocks of the chunk (see _grid_blocks) with their rows inside each track.
+            blocks, row = [], 0
+            for p0, p1, s0, s1 in _grid_blocks(lo, hi, n_walked):
+                rows = slice(row, row + (p1 - p0) * (s1 - s0))
+                blocks.append((p0, p1, s0, s1, rows))
+                row = rows.stop
+            # 1.0 where the step has taken the pixel from `finish`, else 0.0, written as floats by
+            # the comparison itself.
+            for w, (rank, offset) in weight_src.items():
+                for p0, p1, s0, s1, rows in blocks:
+                    steps = torch.arange(s0 + offset, s1 + offset, device=ctx.device)
+                    dest = weight_buf[w, rows].view(p1 - p0, s1 - s0, height * width)
+                    torch.lt(rank[p0:p1, None, :], (steps * k)[None, :, None], out=dest)
             # The chunk's perturbed images of every track, written in place block by block: no
-            # gathered copies of the images, ranks or masks (see _grid_blocks).
-            images = image_buf[: len(tracks) * n]
-            blocks = _grid_blocks(lo, hi, n_walked)
-            done: set[int] = set()
-            for t, (tr, offset) in enumerate(zip(tracks, offsets)):
-                slot = slots[(id(tr.rank), offset)]
-                row = 0
-                for p0, p1, s0, s1 in blocks:
+            # gathered copies of the images, ranks or weights. lerp with weights 0 and 1 returns
+            # start and finish exactly (finite images): the choice of torch.where, in a kernel
+            # that is vectorised on a CPU (torch.where broadcast over the channels is not).
+            images = image_buf[: len(tracks) * n].view(len(tracks), n, channels, height, width)
+            for t, w in enumerate(weight_of):
+                for p0, p1, s0, s1, rows in blocks:
                     shape = (p1 - p0, s1 - s0)
-                    rows = shape[0] * shape[1]
-                    weight = weight_buf[slot, row : row + rows].view(*shape, height * width)
-                    if slot not in done:
-                        # 1.0 where the step has taken the pixel from `finish`, else 0.0,
-                        # written as floats by the comparison itself.
-                        steps = torch.arange(s0 + offset, s1 + offset, device=ctx.device)
-                        torch.lt(tr.rank[p0:p1, None, :], (steps * k)[None, :, None], out=weight)
-                    # lerp with weights 0 and 1 returns start and finish exactly (finite images):
-                    # the choice of torch.where, in a kernel that is vectorised on a CPU (where
-                    # broadcast over the channels is not).
                     torch.lerp(
                         starts[t][p0:p1, None],
                         finishes[t][p0:p1, None],
-                        weight.view(*shape, 1, height, width),
-                        out=images[t * n + row : t * n + row + rows].view(
-                            *shape, channels, height, width
-                        ),
+                        weight_buf[w, rows].view(*shape, 1, height, width),
+                        out=images[t, rows].view(*shape, channels, height, width),
                     )
-                    row += rows
-                done.add(slot)
+            images = images.flatten(0, 1)
             z = torch.split(ctx.embed_chunked(images, batch_size), n)
             for out, comp in zip(pieces, comparisons):
                 out.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
