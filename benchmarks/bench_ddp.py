@@ -1,15 +1,24 @@
-"""Wall time of one callback evaluation under DDP (gloo, CPU) with 1 and 2 processes.
+"""Wall time of one callback evaluation under DDP (gloo, CPU) with 1 and 2 processes, by part.
 
 Every rank explains and scores its share of the probe pairs (``ProbeSet.shard``), rank 0 gathers,
-renders and logs. The script fits a small CNN for ``--epochs`` epochs with the callback at its
+renders and logs. The script fits a model for ``--epochs`` epochs with the callback at its
 default methods and metrics on ``--pairs`` probe pairs, once per process count, and prints the
 median wall time of the callback's epoch-end hook on rank 0 (the first evaluation, which pays
-for imports, is left out), measured inside the fit. ``OMP_NUM_THREADS=1`` is set for every
-process, so that ``N`` processes use ``N`` cores.
+for imports, is left out), measured inside the fit, split into its parts:
+
+- ``explain+score``: explaining and scoring the rank's share of the pairs (the slowest rank);
+- ``gather``: on rank 0, the wait for the other ranks and the gather of their results;
+- ``render+log``: on rank 0, the pictures, the curve files and the logged scalars (serial: it
+  does not fall with the ranks).
+
+``--model tiny`` is the test suite's two-convolution CNN (16 px), where rendering dominates;
+``--model resnet18`` is torchvision's ResNet-18 (``weights=None``, ``fc = Identity``) at
+``--size`` px, where the model does. ``OMP_NUM_THREADS=1`` is set for every process, so that
+``N`` processes use ``N`` cores.
 
 Example::
 
-    python benchmarks/bench_ddp.py --devices 1 2
+    python benchmarks/bench_ddp.py --devices 1 2 --model resnet18
 
 ``--smoke`` runs a tiny configuration (used by the test suite).
 """
@@ -28,30 +37,72 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("hook", "explain+score", "gather", "render+log")
 
 
 def child(args: argparse.Namespace) -> None:
-    """One fit with ``args.child`` processes; rank 0 writes the hook timings to ``args.out``."""
+    """One fit with ``args.child`` processes; every rank writes its timings to ``args.out``."""
     sys.path.insert(0, str(ROOT))
     import lightning.pytorch as L
     import torch
+    from torch.utils.data import DataLoader
 
     from lightning_explain import PairExplanationCallback
-    from tests.callback.helpers import make_module_class
+    from tests.callback.helpers import TwoViewDataset, make_module_class
 
     class Timed(PairExplanationCallback):
-        times: list[float]
+        """Times the hook and its parts; the dry run at fit start is not counted."""
+
+        times: dict[str, list[float]]
+        inside = False
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            self.inside = True
             start = time.perf_counter()
-            super().on_train_epoch_end(trainer, pl_module)
-            self.times.append(time.perf_counter() - start)
+            try:
+                super().on_train_epoch_end(trainer, pl_module)
+            finally:
+                self.inside = False
+            self.times["hook"].append(time.perf_counter() - start)
+
+        def _timed(self, part: str, fn: Any, *a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(*a, **k)
+            if self.inside:
+                self.times[part].append(time.perf_counter() - start)
+            return out
+
+        def _evaluate(self, *a: Any, **k: Any) -> Any:
+            return self._timed("explain+score", super()._evaluate, *a, **k)
+
+        def _evaluate_sharded(self, *a: Any, **k: Any) -> Any:
+            return self._timed("sharded", super()._evaluate_sharded, *a, **k)
+
+        def _compute_and_log(self, *a: Any, **k: Any) -> Any:
+            return self._timed("render+log", super()._compute_and_log, *a, **k)
+
+    base = make_module_class()
+
+    class Module(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__(n=max(32, args.pairs), batch_size=8)
+            if args.model == "resnet18":
+                from torchvision.models import resnet18
+
+                torch.manual_seed(0)
+                self.backbone = resnet18(weights=None)
+                self.backbone.fc = torch.nn.Identity()
+
+        def train_dataloader(self) -> Any:
+            return DataLoader(TwoViewDataset(self.n, size=args.size), batch_size=8, shuffle=True)
+
+        def val_dataloader(self) -> Any:
+            return DataLoader(TwoViewDataset(8, size=args.size, seed=5), batch_size=4)
 
     torch.set_num_threads(1)
     L.seed_everything(0)
     cb = Timed(probe={"n_pairs": args.pairs}, n_steps=args.steps)
-    cb.times = []
-    model = make_module_class()(n=max(32, args.pairs), batch_size=8)
+    cb.times = {"hook": [], "explain+score": [], "sharded": [], "render+log": []}
     trainer = L.Trainer(
         accelerator="cpu",
         devices=args.child,
@@ -64,14 +115,35 @@ def child(args: argparse.Namespace) -> None:
         enable_checkpointing=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(model)
-    if trainer.is_global_zero:
-        Path(args.out).write_text(json.dumps({"times": cb.times}))
+    trainer.fit(Module())
+    Path(f"{args.out}.{trainer.global_rank}").write_text(json.dumps(cb.times))
+
+
+def summarise(per_rank: list[dict[str, list[float]]]) -> dict[str, float]:
+    """Medians over the evaluations after the first: the hook and render+log on rank 0, the
+    slowest rank's explain+score, and rank 0's gather (its sharded evaluation less its own share)."""
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values[1:] or values)
+
+    rank0 = per_rank[0]
+    gather = [s - e for s, e in zip(rank0["sharded"], rank0["explain+score"])]
+    return {
+        "hook": median(rank0["hook"]),
+        "explain+score": max(median(r["explain+score"]) for r in per_rank),
+        "gather": median(gather),
+        "render+log": median(rank0["render+log"]),
+        "evaluations": float(len(rank0["hook"])),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--model", choices=("tiny", "resnet18"), default="tiny")
+    parser.add_argument(
+        "--size", type=int, default=None, help="image size; 16 (tiny), 32 (resnet18)"
+    )
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
@@ -80,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.size is None:
+        args.size = 16 if args.model == "tiny" else 32
     if args.child is not None:
         child(args)
         return 0
@@ -87,26 +161,35 @@ def main(argv: list[str] | None = None) -> int:
         args.pairs, args.steps, args.epochs, args.devices = 2, 4, 2, [1, 2]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("LOCAL_RANK", None)
-    results: dict[int, float] = {}
+    results: dict[int, dict[str, float]] = {}
     print(
-        f"probe pairs: {args.pairs}, n_steps: {args.steps}, default methods and metrics, "
-        f"{args.epochs} epochs; OMP_NUM_THREADS=1 per process; median over epochs 2..{args.epochs}"
+        f"model: {args.model} at {args.size} px, probe pairs: {args.pairs}, n_steps: {args.steps}, "
+        f"default methods and metrics, {args.epochs} epochs; OMP_NUM_THREADS=1 per process; "
+        f"medians over epochs 2..{args.epochs}; load average {os.getloadavg()[0]:.2f}"
     )
     for devices in args.devices:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "times.json"
             cmd = [sys.executable, __file__, "--child", str(devices), "--out", str(out),
                    "--out-dir", tmp, "--pairs", str(args.pairs), "--steps", str(args.steps),
-                   "--epochs", str(args.epochs)]  # fmt: skip
-            subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=1800)
-            times = json.loads(out.read_text())["times"]
-        kept = times[1:] or times
-        results[devices] = statistics.median(kept)
-        print(f"{devices} process(es): one evaluation {results[devices]:.3f} s ({len(kept)} timed)")
+                   "--epochs", str(args.epochs), "--model", args.model,
+                   "--size", str(args.size)]  # fmt: skip
+            subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=3600)
+            per_rank = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(devices)]
+        results[devices] = parts = summarise(per_rank)
+        print(
+            f"{devices} process(es): one evaluation {parts['hook']:.3f} s "
+            f"({max(1, int(parts['evaluations']) - 1)} timed): "
+            + ", ".join(f"{name} {parts[name]:.3f} s" for name in PARTS[1:])
+        )
     if 1 in results and len(results) > 1:
-        for devices, seconds in results.items():
+        for devices, parts in results.items():
             if devices != 1:
-                print(f"speed-up with {devices} processes: {results[1] / seconds:.2f}x")
+                print(
+                    f"speed-up with {devices} processes: {results[1]['hook'] / parts['hook']:.2f}x "
+                    f"(explain+score {results[1]['explain+score'] / parts['explain+score']:.2f}x)"
+                )
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lightning_explain import list_methods
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,13 +93,18 @@ def test_scripts_run_from_any_folder_without_pythonpath(tmp_path: Path):
         assert "--smoke" in proc.stdout, proc.stdout
 
 
-def test_bench_ddp_smoke():
-    proc = run_script("bench_ddp.py")
+@pytest.mark.parametrize("model", ["tiny", "resnet18"])
+def test_bench_ddp_smoke(model: str):
+    proc = run_script("bench_ddp.py", "--smoke", "--model", model)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
+    parts = r"explain\+score \d+\.\d+ s, gather \d+\.\d+ s, render\+log \d+\.\d+ s"
     for devices in (1, 2):
-        assert re.search(rf"^{devices} process\(es\): one evaluation \d+\.\d+ s", out, re.M), out
-    assert re.search(r"^speed-up with 2 processes: \d+\.\d+x", out, re.M), out
+        line = rf"^{devices} process\(es\): one evaluation \d+\.\d+ s \(1 timed\): {parts}$"
+        assert re.search(line, out, re.M), out
+    assert re.search(
+        r"^speed-up with 2 processes: \d+\.\d+x \(explain\+score \d+\.\d+x\)", out, re.M
+    )
 
 
 def test_bench_chunks_smoke():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 
 import matplotlib
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from torchvision.transforms import Normalize
 
 from lightning_explain import render
@@ -229,6 +231,28 @@ def test_curves_figure_plots_mean_and_auc() -> None:
         render.curves_figure({"x": insertion}, band="iqr")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(B, T \+ 1\)"):
         render.curves_figure({"x": torch.rand(2, 3, 4)})
+
+
+def test_figure_to_image_is_the_png_savefig_would_write() -> None:
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    x, h = images(2, 3, 8, 8), torch.rand(2, 8, 8)
+    for fig in (render.pair_figure(x, x, h, h), render.curves_figure({"a": torch.rand(2, 5)})):
+        fig.patch.set_alpha(0.5)  # a translucent background is composited on white
+        fig.savefig(io.BytesIO(), format="png")  # constrained layout settles on its first draw
+        for dpi in (None, 37.0):
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi="figure" if dpi is None else dpi)
+            with Image.open(buffer) as img:
+                rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255
+            want = np.round((rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:]) * 255)
+            got = render.figure_to_image(fig, dpi=dpi).permute(1, 2, 0).numpy()
+            np.testing.assert_array_equal(got, want.astype(np.uint8))
+        assert fig.dpi == 100.0  # the figure's own dpi is kept
+    # A figure on another canvas is drawn with Agg and given its canvas back.
+    svg = FigureCanvasSVG(render.curves_figure({"a": torch.rand(2, 5)}))
+    assert render.figure_to_image(svg.figure).shape == (3, 360, 500)
+    assert svg.figure.canvas is svg
 
 
 def test_rendering_never_touches_pyplot(monkeypatch: pytest.MonkeyPatch) -> None:

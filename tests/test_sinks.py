@@ -133,6 +133,23 @@ def test_file_sink_layout(tmp_path: Path) -> None:
         assert list(csv.reader(f)) == [COLUMNS, ["0", "0.5", "0.25", "0.1"]]
 
 
+def test_file_sink_compress_level_trades_size_for_speed_not_pixels(tmp_path: Path) -> None:
+    image = grid()
+    sizes = {}
+    for level in (0, 9):
+        sink = FileSink(tmp_path / str(level), compress_level=level)
+        sink.log_image(KEY, image, step=1)
+        sink.log_figure("explain/gradcam/curves", figure(), step=1)
+        folder = tmp_path / str(level) / "explanations" / "step=00000001"
+        np.testing.assert_array_equal(png_pixels(folder / "gradcam.png"), hwc(image))
+        sizes[level] = sum(p.stat().st_size for p in folder.iterdir())
+    assert sizes[9] < sizes[0]  # level 0 stores the pixels uncompressed
+    assert FileSink(tmp_path).compress_level == 1
+    for bad in (-1, 10, 1.5, True):
+        with pytest.raises(ValueError, match="`compress_level` to be an int from 0"):
+            FileSink(tmp_path, compress_level=bad)  # type: ignore[arg-type]
+
+
 def test_sinks_reject_bad_input(tmp_path: Path) -> None:
     sink = FileSink(tmp_path)
     with pytest.raises(TypeError, match="uint8 tensor of shape"):
