@@ -514,7 +514,7 @@ def curves_figure(
     # A fixed layout, sized for tick labels, axis labels and a one-line title: constrained layout
     # would cost ~40% of drawing this figure, once per method and evaluation.
     fig = _new_figure(5.0, 3.6, constrained=False)
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.9 if title else 0.95)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.14, top=0.9 if title else 0.95)
     ax = fig.add_subplot()
     for name, curve in curves.items():
         c = _as_curves(name, curve)
@@ -536,7 +536,7 @@ def curves_figure(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, y=1.0)  # placed, not auto-positioned over tick labels (none on top)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return fig

@@ -233,6 +233,26 @@ def test_curves_figure_plots_mean_and_auc() -> None:
         render.curves_figure({"x": torch.rand(2, 3, 4)})
 
 
+def test_curves_figure_labels_fit_in_the_figure() -> None:
+    # The layout is fixed (not constrained): negative two-decimal ticks, the axis labels, the
+    # title and the legend must still lie inside the figure.
+    g = torch.Generator().manual_seed(0)
+    curves = {"insertion_conditional": torch.rand(4, 33, generator=g) * 2 - 1}
+    for title in ("", "interaction_cam"):
+        fig = render.curves_figure(curves, title=title)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        ax = fig.axes[0]
+        texts = [ax.xaxis.label, ax.yaxis.label, ax.title, ax.get_legend()]
+        low, high = ax.get_ylim()
+        texts += [t for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
+        texts += [t for t in ax.get_xticklabels() if 0 <= t.get_position()[0] <= 1]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            inside = (box.x0 >= 0, box.y0 >= 0, box.x1 <= fig.bbox.width, box.y1 <= fig.bbox.height)
+            assert all(inside), (text, box)
+
+
 def test_figure_to_image_is_the_png_savefig_would_write() -> None:
     from matplotlib.backends.backend_svg import FigureCanvasSVG
 
