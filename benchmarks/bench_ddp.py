@@ -78,8 +78,9 @@ def child(args: argparse.Namespace) -> None:
         def _evaluate_sharded(self, *a: Any, **k: Any) -> Any:
             return self._timed("sharded", super()._evaluate_sharded, *a, **k)
 
-        def _compute_and_log(self, *a: Any, **k: Any) -> Any:
-            return self._timed("render+log", super()._compute_and_log, *a, **k)
+        def _compute_and_log(self, trainer: Any, probe: Any, *a: Any, **k: Any) -> Any:
+            self.times["pairs"] = [float(len(probe))]
+            return self._timed("render+log", super()._compute_and_log, trainer, probe, *a, **k)
 
     base = make_module_class()
 
@@ -97,7 +98,9 @@ def child(args: argparse.Namespace) -> None:
             return DataLoader(TwoViewDataset(self.n, size=args.size), batch_size=8, shuffle=True)
 
         def val_dataloader(self) -> Any:
-            return DataLoader(TwoViewDataset(8, size=args.size, seed=5), batch_size=4)
+            return DataLoader(
+                TwoViewDataset(max(8, args.pairs), size=args.size, seed=5), batch_size=4
+            )
 
     torch.set_num_threads(1)
     L.seed_everything(0)
@@ -134,6 +137,7 @@ def summarise(per_rank: list[dict[str, list[float]]]) -> dict[str, float]:
         "gather": median(gather),
         "render+log": median(rank0["render+log"]),
         "evaluations": float(len(rank0["hook"])),
+        "pairs": rank0["pairs"][0],
     }
 
 
@@ -178,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             per_rank = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(devices)]
         results[devices] = parts = summarise(per_rank)
         print(
-            f"{devices} process(es): one evaluation {parts['hook']:.3f} s "
-            f"({max(1, int(parts['evaluations']) - 1)} timed): "
+            f"{devices} process(es): one evaluation of {int(parts['pairs'])} pairs "
+            f"{parts['hook']:.3f} s ({max(1, int(parts['evaluations']) - 1)} timed): "
             + ", ".join(f"{name} {parts[name]:.3f} s" for name in PARTS[1:])
         )
     if 1 in results and len(results) > 1:

@@ -100,7 +100,9 @@ def test_bench_ddp_smoke(model: str):
     out = proc.stdout
     parts = r"explain\+score \d+\.\d+ s, gather \d+\.\d+ s, render\+log \d+\.\d+ s"
     for devices in (1, 2):
-        line = rf"^{devices} process\(es\): one evaluation \d+\.\d+ s \(1 timed\): {parts}$"
+        line = (
+            rf"^{devices} process\(es\): one evaluation of 2 pairs \d+\.\d+ s \(1 timed\): {parts}$"
+        )
         assert re.search(line, out, re.M), out
     assert re.search(
         r"^speed-up with 2 processes: \d+\.\d+x \(explain\+score \d+\.\d+x\)", out, re.M
