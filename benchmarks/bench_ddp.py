@@ -1,4 +1,4 @@
-"""Wall time of one callback evaluation under DDP (gloo, CPU) with 1 and 2 processes, by part.
+"""Wall time of one callback evaluation under DDP with 1 and 2 processes, by part.
 
 Every rank explains and scores its share of the probe pairs (``ProbeSet.shard``), rank 0 gathers,
 renders and logs. The script fits a model for ``--epochs`` epochs with the callback at its
@@ -14,7 +14,8 @@ for imports, is left out), measured inside the fit, split into its parts:
 ``--model tiny`` is the test suite's two-convolution CNN (16 px), where rendering dominates;
 ``--model resnet18`` is torchvision's ResNet-18 (``weights=None``, ``fc = Identity``) at
 ``--size`` px, where the model does. ``OMP_NUM_THREADS=1`` is set for every process, so that
-``N`` processes use ``N`` cores.
+``N`` processes use ``N`` cores; ``--accelerator gpu`` gives each process a GPU of its own (NCCL)
+instead of a core (gloo).
 
 Example::
 
@@ -107,7 +108,7 @@ def child(args: argparse.Namespace) -> None:
     cb = Timed(probe={"n_pairs": args.pairs}, n_steps=args.steps)
     cb.times = {"hook": [], "explain+score": [], "sharded": [], "render+log": []}
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=args.accelerator,
         devices=args.child,
         strategy="ddp" if args.child > 1 else "auto",
         max_epochs=args.epochs,
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--model", choices=("tiny", "resnet18"), default="tiny")
     parser.add_argument(
+        "--accelerator", choices=("cpu", "gpu"), default="cpu", help="gpu: one GPU per process"
+    )
+    parser.add_argument(
         "--size", type=int, default=None, help="image size; 16 (tiny), 32 (resnet18)"
     )
     parser.add_argument("--pairs", type=int, default=16)
@@ -167,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("LOCAL_RANK", None)
     results: dict[int, dict[str, float]] = {}
     print(
-        f"model: {args.model} at {args.size} px, probe pairs: {args.pairs}, n_steps: {args.steps}, "
+        f"{args.accelerator}, model: {args.model} at {args.size} px, probe pairs: {args.pairs}, "
+        f"n_steps: {args.steps}, "
         f"default methods and metrics, {args.epochs} epochs; OMP_NUM_THREADS=1 per process; "
         f"medians over epochs 2..{args.epochs}; load average {os.getloadavg()[0]:.2f}"
     )
@@ -177,8 +182,15 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, __file__, "--child", str(devices), "--out", str(out),
                    "--out-dir", tmp, "--pairs", str(args.pairs), "--steps", str(args.steps),
                    "--epochs", str(args.epochs), "--model", args.model,
-                   "--size", str(args.size)]  # fmt: skip
-            subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=3600)
+                   "--size", str(args.size), "--accelerator", args.accelerator]  # fmt: skip
+            proc = subprocess.run(
+                cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600
+            )
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+                raise SystemExit(
+                    f"the fit with {devices} process(es) failed (rc {proc.returncode})"
+                )
             per_rank = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(devices)]
         results[devices] = parts = summarise(per_rank)
         print(
