@@ -571,8 +571,9 @@ def figure_to_image(figure: Figure, *, dpi: float | None = None) -> Tensor:
         canvas = own_canvas if isinstance(own_canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
         if dpi is not None:
             figure.set_dpi(dpi)
-        canvas.draw()
-        rgba = np.asarray(canvas.buffer_rgba(), dtype=np.float32) / 255.0
+        canvas.draw()  # type: ignore[no-untyped-call]
+        buffer = canvas.buffer_rgba()  # type: ignore[no-untyped-call]
+        rgba = np.asarray(buffer, dtype=np.float32) / 255.0
     finally:
         figure.set_dpi(own_dpi)
         figure.set_canvas(own_canvas)
