@@ -52,6 +52,7 @@ __all__ = [
     "finalize_maps",
     "find_modules",
     "gaussian_blur",
+    "grid_blocks",
     "guided_relu",
     "pair_context",
     "relative_blur",
@@ -234,6 +235,31 @@ def guided_relu(modules: Sequence[nn.Module], enabled: bool = True) -> Iterator[
 
 # --------------------------------------------------------------------------------------------------
 # Map post-processing
+
+
+def grid_blocks(lo: int, hi: int, width: int) -> list[tuple[slice, slice]]:
+    """Cover the items ``lo:hi`` of a row-major grid ``width`` items wide by rectangles, in order.
+
+    Item ``i`` lies in row ``i // width``, column ``i % width`` (e.g. a pair and a step, a window
+    position and an image). The rectangles ``(rows, columns)`` are at most three: the rest of a
+    partial first row, the whole rows in between, the start of a partial last row. The items of
+    each are ``rows x columns``, row-major, so the perturbation engines build a chunk's images
+    with one broadcast kernel per rectangle on slices of their tensors instead of gathering them
+    item by item.
+    """
+    blocks: list[tuple[slice, slice]] = []
+    row, col = divmod(lo, width)
+    end_row, end_col = divmod(hi, width)
+    if row == end_row:
+        return [(slice(row, row + 1), slice(col, end_col))] if end_col > col else []
+    if col:
+        blocks.append((slice(row, row + 1), slice(col, width)))
+        row += 1
+    if end_row > row:
+        blocks.append((slice(row, end_row), slice(0, width)))
+    if end_col:
+        blocks.append((slice(end_row, end_row + 1), slice(0, end_col)))
+    return blocks
 
 
 def gaussian_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:

@@ -3,7 +3,9 @@
 Every perturbation method embeds the intact pair once (:func:`intact_pair`), then embeds perturbed
 images chunk by chunk under ``torch.inference_mode`` and reduces each chunk's embeddings to scores
 (:func:`chunked_scores`), so memory is bounded by ``batch_size`` whatever the number of pairs,
-window positions, erasures or masks.
+window positions, erasures or masks. The items of every method form a grid of groups x members
+(window positions x images, masks x images, pairs x erasures), so each chunk's images are written
+by broadcasting over a few rectangles of that grid rather than gathered item by item.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_explain._core import PairContext
+from lightning_explain._core import PairContext, grid_blocks
 
-__all__ = ["IntactPair", "acc_dtype", "chunked_scores", "intact_pair", "pair_sims"]
+__all__ = [
+    "BuildBlock",
+    "IntactPair",
+    "acc_dtype",
+    "chunked_scores",
+    "intact_pair",
+    "pair_sims",
+]
 
 
 def acc_dtype(x: Tensor) -> torch.dtype:
@@ -24,34 +33,69 @@ def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+BuildBlock = Callable[[slice, slice, Tensor], None]
+"""``(groups, members, out)``: write the perturbed images of the items ``groups x members`` into
+``out``, a ``(images_per_item, n_groups, n_members, C, H, W)`` view of the chunk's buffer."""
+
+
 def chunked_scores(
     ctx: PairContext,
-    n_items: int,
+    n_groups: int,
+    group_size: int,
     images_per_item: int,
-    build: Callable[[Tensor], Tensor],
+    build: BuildBlock,
     score: Callable[[Tensor, Tensor], Tensor],
     batch_size: int,
 ) -> Tensor:
     """Embed perturbed images chunk by chunk and reduce each item's embeddings to scores.
 
+    Items form a group-major grid: item ``i`` is member ``i % group_size`` of group
+    ``i // group_size`` (e.g. a window position and an image, or a pair and an erasure). Each
+    chunk's items are covered by at most three rectangles of groups x members
+    (:func:`~lightning_explain._core.grid_blocks`), and ``build`` writes each rectangle's images straight into one image
+    buffer by broadcasting, without gathering images or masks per item. The buffer is reused by
+    every full chunk.
+
     Args:
         ctx: the open pair context.
-        n_items: number of items (e.g. window positions times images).
+        n_groups: number of groups.
+        group_size: members per group.
         images_per_item: images built per item.
-        build: ``(k,) item indices -> (images_per_item * k, C, H, W)`` images, grouped by variant
-            (all items' first image, then all items' second image, ...).
+        build: ``(groups, members, out)`` (two slices) writes the images of the items
+            ``groups x members`` into ``out``, shape ``(images_per_item, n_groups, n_members, C,
+            H, W)`` (all items' first image, then all items' second image, ...).
         score: ``(item indices (k,), embeddings (images_per_item, k, D)) -> (k, ...)`` scores.
         batch_size: most images per forward pass.
 
     Returns:
-        ``(n_items, ...)`` scores, concatenated in item order.
+        ``(n_groups * group_size, ...)`` scores, concatenated in item order.
     """
+    n_items = n_groups * group_size
     per_chunk = max(1, batch_size // images_per_item)
+    shape = ctx.x1.shape[1:]
+    buffer: Tensor | None = None
     out: list[Tensor] = []
     for start in range(0, n_items, per_chunk):
-        idx = torch.arange(start, min(n_items, start + per_chunk), device=ctx.device)
-        z = ctx.embed_chunked(build(idx), batch_size)
-        out.append(score(idx, z.view(images_per_item, idx.numel(), -1)))
+        stop = min(n_items, start + per_chunk)
+        k = stop - start
+        if k == per_chunk and buffer is not None:
+            images = buffer
+        else:
+            images = torch.empty(images_per_item, k, *shape, dtype=ctx.x1.dtype, device=ctx.device)
+            if k == per_chunk:
+                buffer = images
+        offset = 0
+        for groups, members in grid_blocks(start, stop, group_size):
+            n_groups_in, n_members = groups.stop - groups.start, members.stop - members.start
+            n = n_groups_in * n_members
+            view = images[:, offset : offset + n].view(
+                images_per_item, n_groups_in, n_members, *shape
+            )
+            build(groups, members, view)
+            offset += n
+        idx = torch.arange(start, stop, device=ctx.device)
+        z = ctx.embed_chunked(images.view(images_per_item * k, *shape), batch_size)
+        out.append(score(idx, z.view(images_per_item, k, -1)))
     return torch.cat(out)
 
 

@@ -210,11 +210,14 @@ class _Grid:
     def n_positions(self) -> int:
         return self.n_h * self.n_w
 
-    def masks(self, pos: Tensor) -> Tensor:
-        """``(k,)`` position indices -> ``(k, 1, H, W)`` boolean window masks."""
-        r = self.rows[pos // self.n_w]
-        c = self.cols[pos % self.n_w]
-        return (r.unsqueeze(2) & c.unsqueeze(1)).unsqueeze(1)
+    def masks(self, positions: slice, dtype: torch.dtype) -> Tensor:
+        """``(k, 1, 1, H, W)`` window masks of the positions ``positions``, 1 inside the window
+        and 0 outside, in ``dtype`` (the weights of a 0/1 lerp, broadcast over images and
+        channels)."""
+        pos = torch.arange(positions.start, positions.stop, device=self.rows.device)
+        r = self.rows[pos // self.n_w].to(dtype)
+        c = self.cols[pos % self.n_w].to(dtype)
+        return (r.unsqueeze(2) * c.unsqueeze(1))[:, None, None]
 
     def to_pixels(self, scores: Tensor) -> Tensor:
         """``(P, J)`` per-position scores -> ``(J, H, W)`` maps.
@@ -241,16 +244,17 @@ def _window_maps(
     stride: int,
     batch_size: int,
     images_per_position: int,
-    build: Callable[[IntactPair, Tensor, Tensor], Tensor],
+    build: Callable[[Tensor, Tensor, Tensor], None],
     score: Callable[[IntactPair, Tensor, Tensor], Tensor],
     output: str = "coverage",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Raw maps of a sliding-window method for both images, and the sim.
 
     Items are (window position, image) pairs, position-major, over the ``2B`` images of
-    :func:`~lightning_explain.methods._perturb.intact_pair`. ``build(pair, masks, img)`` turns the
-    ``(k, 1, H, W)`` window masks and image indices ``(k,)`` of ``k`` items into their
-    ``images_per_position * k`` perturbed images; ``score(pair, embeddings, img)`` turns their
+    :func:`~lightning_explain.methods._perturb.intact_pair`. ``build(x, masks, out)`` writes the
+    perturbed images of ``p`` positions x ``j`` images into ``out``
+    ``(images_per_position, p, j, C, H, W)``, from the images ``x`` ``(1, j, C, H, W)`` and the 0/1
+    window masks ``(p, 1, 1, H, W)``; ``score(pair, embeddings, img)`` turns their
     ``(images_per_position, k, D)`` embeddings into ``(k,)`` scores. ``output="coverage"``: each
     pixel gets the mean score of the windows that cover it, ``(B, H, W)``; ``"grid"``: the
     ``(B, n_h, n_w)`` grid of scores.
@@ -259,14 +263,16 @@ def _window_maps(
     grid = _Grid(ctx.size, window, stride, ctx.device)
     n_img = pair.n_img
 
-    def build_items(idx: Tensor) -> Tensor:
-        return build(pair, grid.masks(idx // n_img), idx % n_img)
+    def build_items(positions: slice, images: slice, out: Tensor) -> None:
+        x = pair.x[images].unsqueeze(0)  # (1, j, C, H, W)
+        build(x, grid.masks(positions, x.dtype), out)
 
     def score_items(idx: Tensor, zo: Tensor) -> Tensor:
         return score(pair, zo, idx % n_img)
 
-    n_items = grid.n_positions * n_img
-    scores = chunked_scores(ctx, n_items, images_per_position, build_items, score_items, batch_size)
+    scores = chunked_scores(
+        ctx, grid.n_positions, n_img, images_per_position, build_items, score_items, batch_size
+    )
     scores = scores.to(acc_dtype(pair.x)).view(grid.n_positions, n_img)
     raw = grid.to_grid(scores) if output == "grid" else grid.to_pixels(scores)
     return pair.split(raw)
@@ -312,8 +318,10 @@ def _conditional_occlusion_maps(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Raw per-pixel similarity drops ``(B, H, W)`` for both images, and the pair similarity."""
 
-    def build(pair: IntactPair, mask: Tensor, img: Tensor) -> Tensor:
-        return torch.where(mask, fill, pair.x[img])
+    def build(x: Tensor, mask: Tensor, out: Tensor) -> None:
+        # A lerp with 0/1 weights is exactly the image or the fill (vectorised, unlike a where
+        # whose condition is broadcast over the channels).
+        torch.lerp(x, torch.tensor(fill, dtype=x.dtype, device=x.device), mask, out=out[0])
 
     def score(pair: IntactPair, zo: Tensor, img: Tensor) -> Tensor:
         return pair.base(img) - pair.conditional_sims(ctx, zo[0], img)
@@ -429,11 +437,10 @@ def _context_agnostic_maps(
         empty = torch.full((1, *ctx.x1.shape[1:]), fill, dtype=ctx.x1.dtype, device=ctx.device)
         reference = ctx.embed_chunked(empty, 1)
 
-    def build(pair: IntactPair, mask: Tensor, img: Tensor) -> Tensor:
-        x = pair.x[img]
-        alone = torch.where(mask, x, fill)  # B_p: only the window's pixels
-        without = torch.where(mask, fill, x)  # M_p: the image with the window filled
-        return torch.cat([alone, without])
+    def build(x: Tensor, mask: Tensor, out: Tensor) -> None:
+        value = torch.tensor(fill, dtype=x.dtype, device=x.device)
+        torch.lerp(x, value, 1 - mask, out=out[0])  # B_p: only the window's pixels
+        torch.lerp(x, value, mask, out=out[1])  # M_p: the image with the window filled
 
     def score(pair: IntactPair, zo: Tensor, img: Tensor) -> Tensor:
         patch = zo[0] - zo[1]  # g_p = f(B_p) - f(M_p)
@@ -593,16 +600,15 @@ def _pairwise_occlusion_maps(
     gen = ctx.generator(seed)
     # Rectangles of x1 first, then of x2: independent draws, shape (2, B, N) each.
     top, left, h, w = erasing_boxes(gen, (2, b, n_erasures), ctx.size, scale, ratio)
-    rows = _cover(top, h, img_h)  # (2, B, N, H)
-    cols = _cover(left, w, img_w)  # (2, B, N, W)
+    dt = ctx.x1.dtype
+    rows = _cover(top, h, img_h).to(dt)  # (2, B, N, H), 0/1
+    cols = _cover(left, w, img_w).to(dt)  # (2, B, N, W)
+    value = torch.tensor(fill, dtype=dt, device=ctx.device)
 
-    def build(idx: Tensor) -> Tensor:  # items are (pair, erasure), pair-major
-        pair_idx, n = idx // n_erasures, idx % n_erasures
-        out = []
+    def build(p: slice, n: slice, out: Tensor) -> None:  # items are (pair p, erasure n)
         for k, x in enumerate((ctx.x1, ctx.x2)):
-            mask = rows[k, pair_idx, n].unsqueeze(2) & cols[k, pair_idx, n].unsqueeze(1)
-            out.append(torch.where(mask.unsqueeze(1), fill, x[pair_idx]))
-        return torch.cat(out)
+            mask = rows[k, p, n].unsqueeze(3) * cols[k, p, n].unsqueeze(2)  # (p, n, H, W)
+            torch.lerp(x[p].unsqueeze(1), value, mask.unsqueeze(2), out=out[k])
 
     def score(idx: Tensor, zo: Tensor) -> Tensor:
         p = idx // n_erasures
@@ -614,7 +620,7 @@ def _pairwise_occlusion_maps(
         x1_weaker = zo[0].norm(dim=1) < zo[1].norm(dim=1)
         return torch.stack([drop, x1_weaker.to(drop.dtype), alone1, alone2], dim=1)
 
-    scores = chunked_scores(ctx, b * n_erasures, 2, build, score, batch_size)
+    scores = chunked_scores(ctx, b, n_erasures, 2, build, score, batch_size)
     acc = acc_dtype(ctx.x1)
     drops = scores[:, 0].to(acc).view(b, n_erasures)
     to_x1 = scores[:, 1].view(b, n_erasures).to(torch.bool)

@@ -39,6 +39,10 @@ _ACCUMULATE_CHUNK = 64
 """Masks per step when summing masks into the maps (fixed, so results do not depend on
 ``batch_size``)."""
 
+_KEEP_MASKS_BYTES = 64 * 2**20
+"""All masks of a call are built once and kept (for the forwards and the sums) when they take at
+most this much memory; otherwise each chunk builds its own, and the sums build them again."""
+
 
 def rise_mask_params(
     generator: torch.Generator, n_masks: int, cell: int, p_keep: float, size: tuple[int, int]
@@ -99,14 +103,32 @@ def rise_masks(grids: Tensor, shifts: Tensor, size: tuple[int, int]) -> Tensor:
     resize is separable, so each mask is ``A_h[rows] @ grid @ A_w[cols].T`` and the full upsampled
     grid is never built.
     """
-    img_h, img_w = size
-    s = grids.shape[-1]
-    dev, dt = grids.device, grids.dtype
-    resize_h = _linear_resize_matrix(s, (s + 1) * math.ceil(img_h / s), device=dev, dtype=dt)
-    resize_w = _linear_resize_matrix(s, (s + 1) * math.ceil(img_w / s), device=dev, dtype=dt)
-    rows = shifts[:, 0:1] + torch.arange(img_h, device=grids.device)  # (k, H)
-    cols = shifts[:, 1:2] + torch.arange(img_w, device=grids.device)  # (k, W)
-    return torch.einsum("kyi,kij,kxj->kyx", resize_h[rows], grids, resize_w[cols])
+    return _MaskMaker(grids, shifts, size)(slice(0, grids.shape[0]))
+
+
+class _MaskMaker:
+    """RISE masks of any range of mask indices, with the resize matrices built once."""
+
+    def __init__(self, grids: Tensor, shifts: Tensor, size: tuple[int, int]):
+        img_h, img_w = size
+        s = grids.shape[-1]
+        dev, dt = grids.device, grids.dtype
+        resize_h = _linear_resize_matrix(s, (s + 1) * math.ceil(img_h / s), device=dev, dtype=dt)
+        resize_w = _linear_resize_matrix(s, (s + 1) * math.ceil(img_w / s), device=dev, dtype=dt)
+        self.grids = grids
+        self.resize_h, self.resize_w = resize_h, resize_w
+        self.rows = torch.arange(img_h, device=dev)
+        self.cols = torch.arange(img_w, device=dev)
+        self.shifts = shifts
+
+    def __call__(self, part: slice) -> Tensor:
+        """``(k, H, W)`` masks of the mask indices ``part``."""
+        shifts = self.shifts[part]
+        rows = shifts[:, 0:1] + self.rows  # (k, H)
+        cols = shifts[:, 1:2] + self.cols  # (k, W)
+        return torch.einsum(
+            "kyi,kij,kxj->kyx", self.resize_h[rows], self.grids[part], self.resize_w[cols]
+        )
 
 
 def _rise_maps(
@@ -123,26 +145,30 @@ def _rise_maps(
     x, n_img = pair.x, pair.n_img
     acc = acc_dtype(x)
     grids, shifts = rise_mask_params(ctx.generator(seed), n_masks, cell, p_keep, ctx.size)
-    grids = grids.to(acc)
+    maker = _MaskMaker(grids.to(acc), shifts, ctx.size)
+    fits = n_masks * ctx.size[0] * ctx.size[1] * torch.finfo(acc).bits // 8 <= _KEEP_MASKS_BYTES
+    kept = maker(slice(0, n_masks)) if fits else None
 
-    def build(idx: Tensor) -> Tensor:  # items are (mask, image), mask-major
-        m = idx // n_img
-        masks = rise_masks(grids[m], shifts[m], ctx.size).to(x.dtype)
-        return x[idx % n_img] * masks.unsqueeze(1)
+    def make_masks(part: slice) -> Tensor:
+        return maker(part) if kept is None else kept[part]
+
+    def build(masks: slice, images: slice, out: Tensor) -> None:  # items are (mask, image)
+        weight = make_masks(masks).to(x.dtype)[:, None, None]  # (k, 1, 1, H, W)
+        torch.mul(x[images].unsqueeze(0), weight, out=out[0])
 
     def score(idx: Tensor, zo: Tensor) -> Tensor:
         return pair.conditional_sims(ctx, zo[0], idx % n_img)
 
-    sims = chunked_scores(ctx, n_masks * n_img, 1, build, score, batch_size)
+    sims = chunked_scores(ctx, n_masks, n_img, 1, build, score, batch_size)
     sims = sims.to(acc).view(n_masks, n_img)
     if estimator != "paper":
         sims = sims - sims.mean(dim=0, keepdim=True)
     raw = torch.zeros(n_img, *ctx.size, dtype=acc, device=ctx.device)
     coverage = torch.zeros(ctx.size, dtype=acc, device=ctx.device)
     for start in range(0, n_masks, _ACCUMULATE_CHUNK):
-        m = torch.arange(start, min(n_masks, start + _ACCUMULATE_CHUNK), device=ctx.device)
-        masks = rise_masks(grids[m], shifts[m], ctx.size)
-        raw += torch.einsum("mj,mhw->jhw", sims[m], masks)
+        part = slice(start, min(n_masks, start + _ACCUMULATE_CHUNK))
+        masks = make_masks(part)
+        raw += torch.einsum("mj,mhw->jhw", sims[part], masks)
         coverage += masks.sum(0)
     if estimator == "paper":
         raw /= n_masks * p_keep

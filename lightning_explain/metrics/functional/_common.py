@@ -41,6 +41,7 @@ from lightning_explain._core import (
     check_embedding,
     check_heatmap,
     gaussian_blur,
+    grid_blocks,
     pair_context,
     relative_blur,
     upsample_maps,
@@ -425,26 +426,6 @@ def _intact_ends(
     return known
 
 
-def _grid_blocks(lo: int, hi: int, n_steps: int) -> list[tuple[int, int, int, int]]:
-    """Rectangular blocks ``(p0, p1, s0, s1)`` (pairs ``p0:p1`` x steps ``s0:s1``) that cover the
-    items ``lo:hi`` of the row-major ``(pairs x n_steps)`` grid in order: at most a partial first
-    pair, the whole pairs in between and a partial last pair. Each block is built with one
-    broadcast ``torch.lerp`` on slices of the pair tensors instead of gathers per item."""
-    blocks = []
-    p, s = divmod(lo, n_steps)
-    end_p, end_s = divmod(hi, n_steps)
-    if p == end_p:  # lo < hi, so end_s > s
-        return [(p, p + 1, s, end_s)]
-    if s:
-        blocks.append((p, p + 1, s, n_steps))
-        p += 1
-    if end_p > p:
-        blocks.append((p, end_p, 0, n_steps))
-    if end_s:
-        blocks.append((end_p, end_p + 1, 0, end_s))
-    return blocks
-
-
 def perturbation_curves(
     ctx: PairContext,
     tracks: Sequence[Track],
@@ -504,9 +485,10 @@ def perturbation_curves(
             hi = min(lo + per_chunk, total)
             n = hi - lo
             pair = torch.arange(lo, hi, device=ctx.device) // n_walked
-            # Blocks of the chunk (see _grid_blocks) with their rows inside each track.
+            # Blocks of the chunk (see grid_blocks) with their rows inside each track.
             blocks, row = [], 0
-            for p0, p1, s0, s1 in _grid_blocks(lo, hi, n_walked):
+            for pairs, steps_of in grid_blocks(lo, hi, n_walked):
+                p0, p1, s0, s1 = pairs.start, pairs.stop, steps_of.start, steps_of.stop
                 rows = slice(row, row + (p1 - p0) * (s1 - s0))
                 blocks.append((p0, p1, s0, s1, rows))
                 row = rows.stop
