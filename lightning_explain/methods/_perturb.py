@@ -52,9 +52,9 @@ def chunked_scores(
     Items form a group-major grid: item ``i`` is member ``i % group_size`` of group
     ``i // group_size`` (e.g. a window position and an image, or a pair and an erasure). Each
     chunk's items are covered by at most three rectangles of groups x members
-    (:func:`~lightning_explain._core.grid_blocks`), and ``build`` writes each rectangle's images straight into one image
-    buffer by broadcasting, without gathering images or masks per item. The buffer is reused by
-    every full chunk.
+    (:func:`~lightning_explain._core.grid_blocks`), and ``build`` writes each rectangle's images
+    straight into one image buffer by broadcasting, without gathering images or masks per item.
+    The buffer is allocated once and reused by every chunk (the last one uses its leading part).
 
     Args:
         ctx: the open pair context.
@@ -73,28 +73,22 @@ def chunked_scores(
     n_items = n_groups * group_size
     per_chunk = max(1, batch_size // images_per_item)
     shape = ctx.x1.shape[1:]
-    buffer: Tensor | None = None
+    buffer = torch.empty(
+        images_per_item * min(per_chunk, n_items), *shape, dtype=ctx.x1.dtype, device=ctx.device
+    )
     out: list[Tensor] = []
     for start in range(0, n_items, per_chunk):
         stop = min(n_items, start + per_chunk)
         k = stop - start
-        if k == per_chunk and buffer is not None:
-            images = buffer
-        else:
-            images = torch.empty(images_per_item, k, *shape, dtype=ctx.x1.dtype, device=ctx.device)
-            if k == per_chunk:
-                buffer = images
+        images = buffer[: images_per_item * k].view(images_per_item, k, *shape)
         offset = 0
         for groups, members in grid_blocks(start, stop, group_size):
-            n_groups_in, n_members = groups.stop - groups.start, members.stop - members.start
-            n = n_groups_in * n_members
-            view = images[:, offset : offset + n].view(
-                images_per_item, n_groups_in, n_members, *shape
-            )
-            build(groups, members, view)
-            offset += n
+            rows, cols = groups.stop - groups.start, members.stop - members.start
+            block = images[:, offset : offset + rows * cols]
+            build(groups, members, block.view(images_per_item, rows, cols, *shape))
+            offset += rows * cols
         idx = torch.arange(start, stop, device=ctx.device)
-        z = ctx.embed_chunked(images.view(images_per_item * k, *shape), batch_size)
+        z = ctx.embed_chunked(buffer[: images_per_item * k], batch_size)
         out.append(score(idx, z.view(images_per_item, k, -1)))
     return torch.cat(out)
 

@@ -14,7 +14,7 @@ from lightning_explain._core import grid_blocks
 from lightning_explain.methods.occlusion import erasing_boxes, window_starts
 from lightning_explain.methods.rise import rise_mask_params, rise_masks
 from tests.helpers import images
-from tests.methods.test_occlusion import Centred
+from tests.methods.test_occlusion import Centred, Counting
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 5])
@@ -28,21 +28,34 @@ def test_grid_blocks_cover_the_items_in_order(width: int) -> None:
         assert all(rows.stop > rows.start and cols.stop > cols.start for rows, cols in blocks)
 
 
-class Recording(nn.Module):
-    """Wraps a model and keeps a copy of every image it is given, in order."""
+class Recording(Counting):
+    """Counts the images of every forward batch and keeps a copy of them, in order."""
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.seen: list[Tensor] = []
 
     def forward(self, x: Tensor) -> Tensor:
         self.seen.append(x.detach().clone())
-        return self.model(x)
+        return super().forward(x)
 
 
 def _perturbed(model: Recording, n_intact: int) -> Tensor:
     return torch.cat(model.seen)[n_intact:]
+
+
+def _by_variant(seen: Tensor, n_items: int, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Images of two variants per item, as the engine embeds them (each chunk holds its items'
+    first images, then their second images), regrouped into all first and all second images."""
+    per_chunk = max(1, batch_size // 2)
+    first, second, at = [], [], 0
+    for start in range(0, n_items, per_chunk):
+        k = min(per_chunk, n_items - start)
+        first.append(seen[at : at + k])
+        second.append(seen[at + k : at + 2 * k])
+        at += 2 * k
+    assert at == len(seen)
+    return torch.cat(first), torch.cat(second)
 
 
 def _window_reference(x: Tensor, window: int, stride: int, fill: float, inside: bool) -> Tensor:
@@ -75,7 +88,7 @@ def test_conditional_occlusion_images_are_exactly_the_image_or_the_fill(batch_si
             batch_size=batch_size)  # fmt: skip
     expected = _window_reference(torch.cat([x1, x2]), 4, 3, 0.25, inside=False)
     assert torch.equal(_perturbed(model, 4), expected)
-    assert max(len(s) for s in model.seen) <= batch_size
+    assert max(model.batches) <= batch_size
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
@@ -89,18 +102,9 @@ def test_context_agnostic_images_are_exactly_the_window_alone_and_the_image_with
     x = torch.cat([x1, x2])
     alone = _window_reference(x, 4, 3, 0.25, inside=True)
     without = _window_reference(x, 4, 3, 0.25, inside=False)
-    # Each chunk holds the window-alone images of its items, then their windowed-out images.
-    seen = _perturbed(model, 4)
-    n = len(alone)
-    per_chunk = max(1, batch_size // 2)
-    got_alone, got_without, at = [], [], 0
-    for start in range(0, n, per_chunk):
-        k = min(per_chunk, n - start)
-        got_alone.append(seen[at : at + k])
-        got_without.append(seen[at + k : at + 2 * k])
-        at += 2 * k
-    assert torch.equal(torch.cat(got_alone), alone)
-    assert torch.equal(torch.cat(got_without), without)
+    got_alone, got_without = _by_variant(_perturbed(model, 4), len(alone), batch_size)
+    assert torch.equal(got_alone, alone)
+    assert torch.equal(got_without, without)
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
@@ -121,17 +125,10 @@ def test_pairwise_occlusion_images_are_the_pairs_with_their_boxes_erased(batch_s
             t, lf = int(top[side, i, k]), int(left[side, i, k])
             y[:, t : t + int(h[side, i, k]), lf : lf + int(w[side, i, k])] = fill
             erased[side, i, k] = y
-    # Items are (pair, erasure), pair-major; each chunk holds its x1 images, then its x2 images.
-    seen = _perturbed(model, 2 * b)
-    per_chunk = max(1, batch_size // 2)
-    flat = erased.flatten(1, 2)  # (2, b * n, C, H, W)
-    at = 0
-    for start in range(0, b * n, per_chunk):
-        k = min(per_chunk, b * n - start)
-        assert torch.equal(seen[at : at + k], flat[0, start : start + k])
-        assert torch.equal(seen[at + k : at + 2 * k], flat[1, start : start + k])
-        at += 2 * k
-    assert at == len(seen)
+    # Items are (pair, erasure), pair-major, with an erased x1 and an erased x2 each.
+    got1, got2 = _by_variant(_perturbed(model, 2 * b), b * n, batch_size)
+    assert torch.equal(got1, erased[0].flatten(0, 1))
+    assert torch.equal(got2, erased[1].flatten(0, 1))
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
