@@ -398,14 +398,17 @@ class PairContext:
         """
         forward = functools.partial(autocast_forward, self.model) if autocast else self.model
         with torch.inference_mode():
-            return torch.cat(
-                [
-                    check_embedding(forward(c), c, owner=self.owner)
-                    for c in torch.split(x, batch_size)
-                ]
-            )
+            parts = [
+                check_embedding(forward(c), c, owner=self.owner, finite=False)
+                for c in torch.split(x, batch_size)
+            ]
+            z = parts[0] if len(parts) == 1 else torch.cat(parts)
+            # Finite values checked once for all chunks (one device sync per call on CUDA).
+            return check_embedding(z, x, owner=self.owner)
 
-    def chunk_size(self, batch_size: int | None, *, autograd: bool = False) -> int:
+    def chunk_size(
+        self, batch_size: int | None, *, autograd: bool = False, multiple: int = 1
+    ) -> int:
         """``batch_size`` if given, else a default for these images on this device.
 
         The default is :func:`lightning_explain._perf.auto_batch_size` (CUDA: from the free
@@ -415,7 +418,9 @@ class PairContext:
         measured activation memory (:func:`lightning_explain._perf.activation_bytes`, doubled for
         ``autograd``) where it can be measured (on a CPU the estimate stays: there the bound is a
         cache budget, not memory), and it is only the upper limit: the chunk is timed for this
-        model by :func:`lightning_explain._perf.tuned_batch_size`.
+        model by :func:`lightning_explain._perf.tuned_batch_size`. ``multiple``: the caller
+        forwards this many images per item (e.g. 2 for both images of a pair), so the tuned
+        chunk is a multiple of it (it may exceed the bound by fewer than ``multiple`` images).
         """
         if batch_size is not None:
             return batch_size
@@ -440,7 +445,12 @@ class PairContext:
             bytes_per_image=None if measured is None else measured * (2 if autograd else 1),
         )
         return tuned_batch_size(
-            self.embed, torch.cat([self.x1, self.x2]), cap=cap, autograd=autograd, key=key
+            self.embed,
+            torch.cat([self.x1, self.x2]),
+            cap=cap,
+            autograd=autograd,
+            key=key,
+            multiple=multiple,
         )
 
     def generator(self, seed: int) -> torch.Generator:
@@ -458,8 +468,11 @@ class PairContext:
         )
 
 
-def check_embedding(z: object, x: Tensor, *, owner: str) -> Tensor:
+def check_embedding(z: object, x: Tensor, *, owner: str, finite: bool = True) -> Tensor:
     """Check a model output: a finite floating ``(N, D)`` tensor with ``N == len(x)``.
+
+    ``finite=False`` skips the finiteness check (a caller that checks many chunks at once: on
+    CUDA the check waits for the device).
 
     Raises:
         TypeError: if the model does not return a tensor.
@@ -486,7 +499,7 @@ def check_embedding(z: object, x: Tensor, *, owner: str) -> Tensor:
             f"`{owner}`: expected `model` to map images of shape {tuple(x.shape)} to embeddings "
             f"of shape ({x.shape[0]}, D), but got shape {tuple(z.shape)}.{hint}"
         )
-    if not torch.isfinite(z).all():
+    if finite and not torch.isfinite(z).all():
         raise ValueError(
             f"`{owner}`: the model returned non-finite embeddings (NaN or inf) for inputs of shape "
             f"{tuple(x.shape)}. Check the model weights and the input normalisation."

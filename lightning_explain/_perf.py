@@ -319,6 +319,7 @@ def tuned_batch_size(
     autograd: bool = False,
     key: object = None,
     budget_s: float = TUNE_BUDGET_S,
+    multiple: int = 1,
 ) -> int:
     """The chunk size, at most ``cap``, at which ``forward`` runs fastest per image.
 
@@ -335,6 +336,13 @@ def tuned_batch_size(
     nothing. A probe that raises (e.g. out of memory) keeps the best chunk measured before it, or
     ``cap`` when there is none, and is not cached.
 
+    With ``multiple=k`` (a caller that forwards ``k`` images per item, e.g. both images of a pair
+    for a gradient method) every candidate is a multiple of ``k``: ``k`` times ``m = ceil(cap /
+    k)`` and the powers of two below ``m``. The chunk can then exceed ``cap`` by less than ``k``
+    images, instead of the caller rounding ``cap // k`` items down (at ``cap = 3``, ``k = 2`` that
+    forwarded 2 images where 4 ran faster per image for a tiny CNN and for ResNet-18 at 224 px on
+    a CPU).
+
     Args:
         forward: ``(N, C, H, W)`` images -> ``(N, D)`` embeddings.
         images: ``(B, C, H, W)`` example images, on the device the forwards run on.
@@ -343,23 +351,36 @@ def tuned_batch_size(
             forward under ``torch.inference_mode``.
         key: the object the result is cached for (weakly referenced), or ``None``.
         budget_s: most seconds spent timing.
+        multiple: every candidate is a multiple of this many images (see above).
 
     Returns:
-        An int in ``[1, cap]``.
+        An int in ``[1, cap]`` (``multiple=1``), else a multiple of ``multiple`` below
+        ``cap + multiple``.
     """
+    multiple = max(1, int(multiple))
     cap = max(1, int(cap))
     dtype = autocast_dtype()
-    slot = (tuple(images.shape[1:]), images.dtype, str(images.device), bool(autograd), dtype)
+    slot = (
+        tuple(images.shape[1:]),
+        images.dtype,
+        str(images.device),
+        bool(autograd),
+        dtype,
+        multiple,
+    )
     if key is not None:
         try:
             cached = _TUNED.get(key, {}).get(slot)
         except TypeError:  # not weakly referenceable: tune every time
             key, cached = None, None
         if cached is not None:
-            return min(cap, cached)
+            return min(multiple * -(-cap // multiple), cached)
     run = forward if autograd or dtype is None else (lambda x: autocast_forward(forward, x))
+    items = -(-cap // multiple)
+    cap = multiple * items
     candidates = sorted(
-        {*(2**i for i in range(cap.bit_length()) if 2**i <= cap), cap}, reverse=True
+        {*(multiple * 2**i for i in range(items.bit_length()) if 2**i <= items), cap},
+        reverse=True,
     )
     per_image: dict[int, float] = {}
     spent, failed = 0.0, False

@@ -193,6 +193,52 @@ def test_tuned_batch_size_prefers_the_fastest_chunk(monkeypatch: pytest.MonkeyPa
     assert _perf.tuned_batch_size(_Counting(), x, cap=16, key=None, budget_s=1e-3) == 16
 
 
+def test_tuned_batch_size_in_multiples_of_the_images_per_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A caller that forwards 2 images per item (a pair) and a bound of 3 images: the candidates
+    # are 4 and 2 (never 3, of which only 2 would be used), and 4 wins where it runs faster.
+    cost = {2: 0.5, 4: 0.3}  # ms per image
+    monkeypatch.setattr(
+        _perf, "_time_chunk", lambda f, x, autograd: 1e-3 * cost[int(x.shape[0])] * len(x)
+    )
+    x = torch.rand(2, 3, 8, 8)
+    net = _Counting()
+    assert _perf.tuned_batch_size(net, x, cap=3, key=net, multiple=2) == 4
+    cost.update({2: 0.2})
+    assert _perf.tuned_batch_size(_Counting(), x, cap=3, key=None, multiple=2) == 2
+    # The cache keeps the multiple apart from the plain probe of the same shape.
+    assert _perf.tuned_batch_size(net, x, cap=3, key=net) in {1, 2, 3}
+    assert _perf.tuned_batch_size(net, x, cap=3, key=net, multiple=2) == 4
+    # Every candidate is a multiple, the largest the first multiple at or above the cap.
+    monkeypatch.undo()
+    counting = _Counting()
+    _perf.tuned_batch_size(counting, x, cap=9, key=None, multiple=2, budget_s=60.0)
+    assert set(counting.sizes) <= {10, 8, 4, 2}
+    assert counting.sizes[0] == 10
+
+
+def test_smoothgrad_passes_hold_whole_pairs_up_to_the_bound_rounded_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_explain import _core, explain
+
+    # The probe returns the largest candidate it is offered: at a bound of 3 images that is 4,
+    # i.e. two pairs' worth of images per forward + backward, not one pair (3 // 2).
+    monkeypatch.setattr(
+        _core,
+        "tuned_batch_size",
+        lambda forward, images, *, cap, multiple=1, **_: multiple * -(-cap // multiple),
+    )
+    monkeypatch.setattr(_core, "auto_batch_size", lambda *args, **kwargs: 3)
+    net = _Counting()
+    x1, x2 = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    with _perf.chunk_tuning():
+        explain(net, x1, x2, method="smoothgrad", n_samples=2)
+    assert 4 in net.sizes
+    assert max(net.sizes) == 4
+
+
 def test_tuned_batch_size_keeps_the_memory_bound_when_probing_fails() -> None:
     calls = {"n": 0}
 

@@ -345,7 +345,7 @@ def _interactions(
     owner: str,
 ) -> PairInteraction:
     """Chunk the pairs, pair the contributions of both views, divide by the norms for cosine."""
-    pairs = max(1, ctx.chunk_size(batch_size, autograd=True) // 2)
+    pairs = max(1, ctx.chunk_size(batch_size, autograd=True, multiple=2) // 2)
     blocks: list[Tensor] = []
     sims: list[Tensor] = []
     grids: set[Grid] = set()

@@ -187,8 +187,10 @@ def _summed_gradients(
     ``point(k)`` returns ``n_parts`` tensors of shape ``(n_items, C, H, W)``: the inputs of point
     ``k``. It is called once per ``k``, in increasing order. The flattened ``(point, item)`` list is
     processed in chunks of at most ``max(1, chunk // n_parts)`` items, i.e. about ``chunk`` images
-    per forward/backward, with ``chunk = ctx.chunk_size(batch_size, autograd=True)`` (``batch_size``
-    if given, else a default for forward + backward passes on this device).
+    per forward/backward, with ``chunk = ctx.chunk_size(batch_size, autograd=True,
+    multiple=n_parts)`` (``batch_size`` if given, else a default for forward + backward passes on
+    this device; tuned inside :func:`lightning_explain._perf.chunk_tuning` as a multiple of
+    ``n_parts``).
     ``objective(zs, items)`` maps the embeddings of the chunk's parts (each ``(n, D)``) and the
     chunk's item indices ``(n,)`` to per-item similarities ``(n,)``. ``guided``: guided
     backpropagation through the ``nn.ReLU`` modules of the model.
@@ -197,7 +199,7 @@ def _summed_gradients(
         ``n_parts`` tensors of shape ``(n_items, C, H, W)``: per item, the gradient of its
         similarity with respect to each part, summed over the points.
     """
-    per_chunk = max(1, ctx.chunk_size(batch_size, autograd=True) // n_parts)
+    per_chunk = max(1, ctx.chunk_size(batch_size, autograd=True, multiple=n_parts) // n_parts)
     total = n_points * n_items
     sums: list[Tensor] = []
     cache: dict[int, tuple[Tensor, ...]] = {}

@@ -443,6 +443,8 @@ def perturbation_curves(
     for finite images), in image and weight buffers reused by every chunk, and
     embeds them together (split into forwards of at most ``batch_size`` images), under
     ``torch.inference_mode`` (and :func:`lightning_explain.perturbation_autocast` if active).
+    The similarities of all comparisons of a chunk are one call of ``ctx.similarity`` (which is
+    row-wise), not one per comparison.
     Cost: ``len(tracks) * B * (n_steps + 1)`` image forwards, or ``len(tracks) * B * n_steps``
     when every track's intact end is known (:attr:`Track.intact`): that point of each curve is
     the similarity of the known embeddings.
@@ -515,8 +517,14 @@ def perturbation_curves(
                     )
             images = images.flatten(0, 1)
             z = torch.split(ctx.embed_chunked(images, batch_size), n)
-            for out, comp in zip(pieces, comparisons):
-                out.append(similarity(ctx, z[comp.track], _partner(comp, z, pair)))
+            # Every comparison of the chunk in one similarity call (similarities are row-wise).
+            sims = similarity(
+                ctx,
+                torch.cat([z[comp.track] for comp in comparisons]),
+                torch.cat([_partner(comp, z, pair) for comp in comparisons]),
+            )
+            for out, sim in zip(pieces, torch.split(sims, n)):
+                out.append(sim)
         curves = [torch.cat(out).view(batch, n_walked) for out in pieces]
         if known is not None:
             # The known end of each curve: the similarity of the intact embeddings.
