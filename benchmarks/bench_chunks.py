@@ -12,7 +12,8 @@ operation (insertion + deletion in both modes, conditional occlusion, RISE, Smoo
   probe is timed separately (``probe``) and excluded from the runs;
 * **floor**: the same number of image forwards as the operation (forward-only under
   ``torch.inference_mode``; forward + input-gradient backward for the images the operation runs
-  with autograd), on random images, in full batches of the fastest of the chunk sizes involved (both bounds and the tuned chunks).
+  with autograd), on random images drawn before the timing, in full batches of the fastest of
+  the chunk sizes involved (both bounds and the tuned chunks).
 
 Runs are interleaved and the minimum of ``--repeats`` counts. Scores and maps of the bound and
 tuned runs must agree to 1e-4 (chunking changes only float rounding), except for maps of pairs
@@ -101,13 +102,10 @@ def operations(
     }
 
 
-def floor_run(
-    net: nn.Module, shape: tuple[int, ...], n_plain: int, n_grad: int, chunk: int
-) -> None:
+def floor_run(net: nn.Module, x: Tensor, n_plain: int, n_grad: int) -> None:
     """``n_plain`` forwards under inference mode and ``n_grad`` forward + input backward, in
-    batches of ``chunk`` random images."""
-    device = next(net.parameters()).device
-    x = torch.rand(chunk, *shape, device=device)
+    batches of ``chunk = len(x)`` random images (drawn before the timing starts)."""
+    chunk = len(x)
     with torch.inference_mode():
         for start in range(0, n_plain, chunk):
             net(x[: min(chunk, n_plain - start)])
@@ -180,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     if measured is not None
                 ]
                 floor_chunks = sorted({*caps, *lifted, *chunks.values()})
+                floor_inputs = [torch.rand(c, *shape, device=device) for c in floor_chunks]
                 diff = max((bound_out[k] - tuned_out[k]).abs().max().item() for k in bound_out)
                 bound_t, tuned_t, floor_t = [], [], []
                 for _ in range(args.repeats):  # interleaved
@@ -187,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                     tuned_t.append(timed(partial(_tuned, run, net), device))
                     floor_t.append(
                         min(
-                            timed(partial(floor_run, net, shape, n_plain, n_grad, c), device)
-                            for c in floor_chunks
+                            timed(partial(floor_run, net, x, n_plain, n_grad), device)
+                            for x in floor_inputs
                         )
                     )
                 b, t, f = min(bound_t), min(tuned_t), min(floor_t)
