@@ -358,7 +358,8 @@ def tuned_batch_size(
         ``cap + multiple``.
     """
     multiple = max(1, int(multiple))
-    cap = max(1, int(cap))
+    items = -(-max(1, int(cap)) // multiple)  # ceil: whole items, the last one may pass the cap
+    cap = multiple * items
     dtype = autocast_dtype()
     slot = (
         tuple(images.shape[1:]),
@@ -374,10 +375,8 @@ def tuned_batch_size(
         except TypeError:  # not weakly referenceable: tune every time
             key, cached = None, None
         if cached is not None:
-            return min(multiple * -(-cap // multiple), cached)
+            return min(cap, cached)
     run = forward if autograd or dtype is None else (lambda x: autocast_forward(forward, x))
-    items = -(-cap // multiple)
-    cap = multiple * items
     candidates = sorted(
         {*(multiple * 2**i for i in range(items.bit_length()) if 2**i <= items), cap},
         reverse=True,
