@@ -23,6 +23,13 @@ Example::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_chunks.py --models tiny resnet18 --sizes 32 64 224
 
+``--overhead`` measures instead what the engines cost per chunk besides the model (the
+:data:`lightning_explain._perf.CHUNK_OVERHEAD_S` the chunk probe adds to every candidate): each
+operation with a nearly free model (an average pool) at ``batch_size=16`` and ``256``, the
+difference in time over the difference in forward calls::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_chunks.py --overhead --sizes 32 64
+
 ``--smoke`` runs a tiny configuration in seconds (used by the test suite).
 """
 
@@ -30,7 +37,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -38,6 +46,7 @@ from _common import ForwardRecorder, machine_line, resnet18_embedding, timed
 from torch import Tensor, nn
 
 from lightning_explain import explain
+from lightning_explain._core import PairContext
 from lightning_explain._perf import (
     _TUNED,
     AUTOGRAD_BYTES_PER_INPUT_BYTE,
@@ -126,12 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (the minimum counts)")
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
+    parser.add_argument(
+        "--overhead", action="store_true", help="the engines' cost per chunk besides the model"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.models, args.sizes, args.pairs, args.steps, args.repeats = ["tiny"], [16], 2, 4, 1
         args.rise_masks = 16
 
     device = torch.device(args.device)
+    if args.overhead:
+        return overhead(args, device)
     print(
         f"{machine_line(device)}, n_steps: {args.steps}, RISE masks: {args.rise_masks}, "
         f"repeats: {args.repeats} (min counts)"
@@ -215,6 +229,61 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
     print(f"worst tuned/floor: {worst:.2f}x (goal <= 1.2x)")
     return 0
+
+
+def overhead(args: argparse.Namespace, device: torch.device) -> int:
+    """Print each operation's seconds per chunk besides the model (see the module docstring)."""
+    print(
+        f"{machine_line(device)}, n_steps: {args.steps}, RISE masks: {args.rise_masks}, "
+        f"repeats: {args.repeats} (min counts); model: AdaptiveAvgPool2d(2) + Flatten"
+    )
+    print(
+        f"{'size':>4} {'pairs':>5} {'operation':22} {'calls@16':>8} {'calls@256':>9} "
+        f"{'t@16':>8} {'t@256':>8} {'per chunk':>10}"
+    )
+    free = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()).eval().to(device)
+    for size in args.sizes:
+        pairs = args.pairs if size < 224 else args.pairs_224
+        g = torch.Generator().manual_seed(0)
+        x1 = torch.rand(pairs, 3, size, size, generator=g).to(device)
+        x2 = torch.rand(pairs, 3, size, size, generator=g).to(device)
+        h = (
+            torch.rand(pairs, 7, 7, generator=g).to(device),
+            torch.rand(pairs, 7, 7, generator=g).to(device),
+        )
+        for op_name, run in operations(x1, x2, h, args.steps, args.rise_masks).items():
+            if args.ops is not None and op_name not in args.ops:
+                continue
+            counts, times = [], []
+            for chunk in (16, 256):
+                recorder = ForwardRecorder(free)
+                with _fixed_chunk(chunk):
+                    run(recorder)
+                    counts.append(len(recorder.calls))
+                    times.append(
+                        min(timed(partial(run, free), device) for _ in range(args.repeats))
+                    )
+            per_chunk = (times[0] - times[1]) / max(1, counts[0] - counts[1])
+            print(
+                f"{size:>4} {pairs:>5} {op_name:22} {counts[0]:>8} {counts[1]:>9} "
+                f"{times[0]:>7.4f}s {times[1]:>7.4f}s {per_chunk * 1e3:>7.3f} ms"
+            )
+    return 0
+
+
+@contextmanager
+def _fixed_chunk(chunk: int) -> Iterator[None]:
+    """Every default chunk (``batch_size=None``) is ``chunk`` images."""
+    original = PairContext.chunk_size
+
+    def fixed(self: PairContext, batch_size: int | None, **_: object) -> int:
+        return chunk if batch_size is None else batch_size
+
+    PairContext.chunk_size = fixed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PairContext.chunk_size = original  # type: ignore[method-assign]
 
 
 FLAT = 1e-5

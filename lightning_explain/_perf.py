@@ -47,6 +47,7 @@ __all__ = [
     "AUTOCAST_DTYPES",
     "AUTOGRAD_BYTES_PER_INPUT_BYTE",
     "BYTES_PER_INPUT_BYTE",
+    "CHUNK_OVERHEAD_S",
     "CPU_BUDGET_BYTES",
     "CPU_CAP",
     "CUDA_CAP",
@@ -238,10 +239,23 @@ def activation_bytes(
 TUNE_BUDGET_S = 1.0
 """Most seconds one :func:`tuned_batch_size` probe spends timing candidate chunks."""
 
+CHUNK_OVERHEAD_S = 3e-4
+"""Seconds the engines spend per chunk besides the model (building the chunk's images, the
+similarity, the output checks: Python and kernel launches), added to every candidate's timed
+forward by :func:`tuned_batch_size`. With a nearly free model (an average pool) on the CPU of
+``docs/performance.md`` it measured 0.24-0.34 ms per chunk at 32 px for insertion/deletion,
+occlusion, RISE and SmoothGrad (``OMP_NUM_THREADS=2 python benchmarks/bench_chunks.py --overhead
+--sizes 32``; larger images add cache effects to that difference)."""
+
 _TUNE_NEAR = 1.05
-"""The largest chunk within this factor of the fastest per-image time wins: the probe times the
-model alone, and a larger chunk spreads the caller's fixed costs per chunk (masks, similarities,
-output checks) over more images."""
+"""The largest chunk within this factor of the fastest per-image time wins (a larger chunk
+spreads what :data:`CHUNK_OVERHEAD_S` does not capture over more images)."""
+
+_TUNE_MIN_S = 0.02
+"""Each candidate is timed until this many seconds of timed runs (at least 2 runs, at most
+:data:`_TUNE_MAX_RUNS`): a small chunk gets more runs, whose minimum is robust to a busy machine."""
+
+_TUNE_MAX_RUNS = 8
 
 _TUNE_STOP = 1.25
 """Probing stops once a chunk is this factor slower per image than the best, past the best."""
@@ -320,17 +334,21 @@ def tuned_batch_size(
     key: object = None,
     budget_s: float = TUNE_BUDGET_S,
     multiple: int = 1,
+    overhead_s: float = CHUNK_OVERHEAD_S,
 ) -> int:
     """The chunk size, at most ``cap``, at which ``forward`` runs fastest per image.
 
     Candidates are ``cap`` and the powers of two below it, tried from the largest down; each is
-    run once to warm up and timed twice (the faster run counts), on copies of ``images`` (cycled
-    to the chunk size, so no random numbers are drawn). Probing stops once a chunk is 1.25x
-    slower per image than the fastest so far, or when ``budget_s`` is spent; the largest
-    candidate within 5% of the fastest wins (the probe times the model alone, and a larger chunk
-    spreads the engine's fixed costs per chunk over more images; memory stays bounded by
-    ``cap``). Trying the largest chunk first means that an exhausted budget (a slow model, a
-    loaded machine) leaves the memory bound, the default without tuning. The result is cached
+    run once to warm up, then timed at least twice and until 20 ms of timed runs (at most 8
+    runs; the fastest counts), on copies of ``images`` (cycled to the chunk size, so no random
+    numbers are drawn). A candidate's cost per image is ``(time + overhead_s) / size``: the
+    caller's own cost per chunk (:data:`CHUNK_OVERHEAD_S`) counts, so that a small chunk that
+    the model alone runs as fast per image (a small CNN on a CPU, whose activations then stay in
+    cache) does not win only to pay the engine's fixed costs many more times. Probing stops once
+    a chunk is 1.25x costlier per image than the best so far, or when ``budget_s`` is spent; the
+    largest candidate within 5% of the cheapest wins (memory stays bounded by ``cap``). Trying
+    the largest chunk first means that an exhausted budget (a slow model, a loaded machine)
+    leaves the memory bound, the default without tuning. The result is cached
     under ``key`` (held weakly, e.g. the model module) for the shape, dtype and device of
     ``images``, the pass kind and the enclosing :func:`perturbation_autocast`; ``key=None`` caches
     nothing. A probe that raises (e.g. out of memory) keeps the best chunk measured before it, or
@@ -352,6 +370,7 @@ def tuned_batch_size(
         key: the object the result is cached for (weakly referenced), or ``None``.
         budget_s: most seconds spent timing.
         multiple: every candidate is a multiple of this many images (see above).
+        overhead_s: the caller's seconds per chunk besides ``forward`` (see above).
 
     Returns:
         An int in ``[1, cap]`` (``multiple=1``), else a multiple of ``multiple`` below
@@ -368,6 +387,7 @@ def tuned_batch_size(
         bool(autograd),
         dtype,
         multiple,
+        float(overhead_s),
     )
     if key is not None:
         try:
@@ -386,12 +406,18 @@ def tuned_batch_size(
     for size in candidates:
         batch = images[torch.arange(size, device=images.device) % images.shape[0]]
         try:
-            times = [_time_chunk(run, batch, autograd=autograd) for _ in range(3)]
+            times = [_time_chunk(run, batch, autograd=autograd)]  # the warm-up
+            while len(times) < 3 or (
+                sum(times[1:]) < _TUNE_MIN_S
+                and len(times) <= _TUNE_MAX_RUNS
+                and spent + sum(times) <= budget_s
+            ):
+                times.append(_time_chunk(run, batch, autograd=autograd))
         except Exception:
             failed = True
             break
         spent += sum(times)
-        per_image[size] = min(times[1:]) / size
+        per_image[size] = (min(times[1:]) + overhead_s) / size
         best = min(per_image, key=per_image.__getitem__)
         if spent > budget_s or per_image[size] > _TUNE_STOP * per_image[best]:
             break

@@ -26,6 +26,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar, Union
@@ -209,20 +210,27 @@ def _summed_gradients(
             first, last = start // n_items, (stop - 1) // n_items
             for k in [k for k in cache if k < first]:
                 del cache[k]
-            pieces: list[list[Tensor]] = [[] for _ in range(n_parts)]
             for k in range(first, last + 1):
                 if k not in cache:
                     cache[k] = point(k)
-                lo = max(start, k * n_items) - k * n_items
-                hi = min(stop, (k + 1) * n_items) - k * n_items
-                for j in range(n_parts):
-                    pieces[j].append(cache[k][j][lo:hi])
-            items = torch.arange(start, stop, device=ctx.device) % n_items
-            inputs = [torch.cat(p).detach().requires_grad_(True) for p in pieces]
-            z = ctx.embed(torch.cat(inputs) if n_parts > 1 else inputs[0])
             n = stop - start
+            # The chunk's inputs, part after part, copied once into one leaf (no per-part
+            # concatenation and no second one for the forward).
+            parts = cache[first]
+            dtype = functools.reduce(torch.promote_types, [t.dtype for t in parts])
+            leaf = torch.empty((n_parts * n, *parts[0].shape[1:]), dtype=dtype, device=ctx.device)
+            with torch.no_grad():
+                for k in range(first, last + 1):
+                    lo = max(start, k * n_items) - k * n_items
+                    hi = min(stop, (k + 1) * n_items) - k * n_items
+                    row = k * n_items + lo - start
+                    for j in range(n_parts):
+                        leaf[j * n + row : j * n + row + hi - lo].copy_(cache[k][j][lo:hi])
+            leaf.requires_grad_(True)
+            items = torch.arange(start, stop, device=ctx.device) % n_items
+            z = ctx.embed(leaf)
             s = objective([z[j * n : (j + 1) * n] for j in range(n_parts)], items)
-            grads = _grad(s, inputs, owner=ctx.owner)
+            grads = torch.split(_grad(s, [leaf], owner=ctx.owner)[0], n)
             if not sums:
                 acc_dtype = torch.promote_types(grads[0].dtype, torch.float32)
                 sums = [

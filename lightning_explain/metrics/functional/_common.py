@@ -474,48 +474,56 @@ def perturbation_curves(
     ]
     weight_src = {w: (tr.rank, off) for w, tr, off in zip(weight_of, tracks, offsets)}
     pieces: list[list[Tensor]] = [[] for _ in comparisons]
+    hw = height * width
+    conditional = any(comp.other is None for comp in comparisons)
     with torch.inference_mode():
         # Buffers reused by every chunk (the last one uses their leading part), not allocated
         # anew per chunk.
         image_buf = torch.empty(
             (len(tracks) * per_chunk, channels, height, width), dtype=dtype, device=ctx.device
         )
-        weight_buf = torch.empty(
-            (len(weight_src), per_chunk, height * width), dtype=dtype, device=ctx.device
-        )
+        weight_buf = torch.empty((len(weight_src), per_chunk, hw), dtype=dtype, device=ctx.device)
+        # Views made once, narrowed per block (a chunk costs a few kernels, not many indexings):
+        # pair and step axes for broadcasting, and the pixel count taken at every step.
+        start_views = [t.unsqueeze(1) for t in starts]  # (B, 1, C, H, W)
+        finish_views = [t.unsqueeze(1) for t in finishes]
+        rank_views = {w: rank.unsqueeze(1) for w, (rank, _) in weight_src.items()}  # (B, 1, HW)
+        taken = (torch.arange(n_points + 1, device=ctx.device) * k).view(1, -1, 1)
+        pair_of = torch.arange(total, device=ctx.device) // n_walked if conditional else None
         for lo in range(0, total, per_chunk):
             hi = min(lo + per_chunk, total)
             n = hi - lo
-            pair = torch.arange(lo, hi, device=ctx.device) // n_walked
-            # Blocks of the chunk (see grid_blocks) with their rows inside each track.
+            pair = pair_of[lo:hi] if pair_of is not None else None
+            # Blocks of the chunk (see grid_blocks): pairs p0:p0+np, steps s0:s0+ns, at rows
+            # row:row+np*ns of each track's part of the chunk.
             blocks, row = [], 0
             for pairs, steps_of in grid_blocks(lo, hi, n_walked):
-                p0, p1, s0, s1 = pairs.start, pairs.stop, steps_of.start, steps_of.stop
-                rows = slice(row, row + (p1 - p0) * (s1 - s0))
-                blocks.append((p0, p1, s0, s1, rows))
-                row = rows.stop
+                np_, ns = pairs.stop - pairs.start, steps_of.stop - steps_of.start
+                blocks.append((pairs.start, np_, steps_of.start, ns, row))
+                row += np_ * ns
             # 1.0 where the step has taken the pixel from `finish`, else 0.0, written as floats by
             # the comparison itself.
-            for w, (rank, offset) in weight_src.items():
-                for p0, p1, s0, s1, rows in blocks:
-                    steps = torch.arange(s0 + offset, s1 + offset, device=ctx.device)
-                    dest = weight_buf[w, rows].view(p1 - p0, s1 - s0, height * width)
-                    torch.lt(rank[p0:p1, None, :], (steps * k)[None, :, None], out=dest)
+            for w, (_, offset) in weight_src.items():
+                for p0, np_, s0, ns, row in blocks:
+                    torch.lt(
+                        rank_views[w].narrow(0, p0, np_),
+                        taken.narrow(1, s0 + offset, ns),
+                        out=weight_buf[w].narrow(0, row, np_ * ns).view(np_, ns, hw),
+                    )
             # The chunk's perturbed images of every track, written in place block by block: no
             # gathered copies of the images, ranks or weights. lerp with weights 0 and 1 returns
             # start and finish exactly (finite images): the choice of torch.where, in a kernel
             # that is vectorised on a CPU (torch.where broadcast over the channels is not).
-            images = image_buf[: len(tracks) * n].view(len(tracks), n, channels, height, width)
+            images = image_buf.narrow(0, 0, len(tracks) * n)
             for t, w in enumerate(weight_of):
-                for p0, p1, s0, s1, rows in blocks:
-                    shape = (p1 - p0, s1 - s0)
+                part = images.narrow(0, t * n, n)
+                for p0, np_, _, ns, row in blocks:
                     torch.lerp(
-                        starts[t][p0:p1, None],
-                        finishes[t][p0:p1, None],
-                        weight_buf[w, rows].view(*shape, 1, height, width),
-                        out=images[t, rows].view(*shape, channels, height, width),
+                        start_views[t].narrow(0, p0, np_),
+                        finish_views[t].narrow(0, p0, np_),
+                        weight_buf[w].narrow(0, row, np_ * ns).view(np_, ns, 1, height, width),
+                        out=part.narrow(0, row, np_ * ns).view(np_, ns, channels, height, width),
                     )
-            images = images.flatten(0, 1)
             z = torch.split(ctx.embed_chunked(images, batch_size), n)
             # Every comparison of the chunk in one similarity call (similarities are row-wise).
             sims = similarity(
@@ -527,21 +535,26 @@ def perturbation_curves(
                 out.append(sim)
         curves = [torch.cat(out).view(batch, n_walked) for out in pieces]
         if known is not None:
-            # The known end of each curve: the similarity of the intact embeddings.
+            # The known end of each curve: the similarity of the intact embeddings, every
+            # comparison in one call.
             z_known = [z for _, z in known]
             every = torch.arange(batch, device=ctx.device)
-            for i, comp in enumerate(comparisons):
-                end = similarity(ctx, z_known[comp.track], _partner(comp, z_known, every))
+            ends = similarity(
+                ctx,
+                torch.cat([z_known[comp.track] for comp in comparisons]),
+                torch.cat([_partner(comp, z_known, every) for comp in comparisons]),
+            )
+            for i, (comp, end) in enumerate(zip(comparisons, torch.split(ends, batch))):
                 parts = [end.unsqueeze(1), curves[i]]
                 curves[i] = torch.cat(parts if known[comp.track][0] == "start" else parts[::-1], 1)
     return curves
 
 
-def _partner(comp: Comparison, z: Sequence[Tensor], pair: Tensor) -> Tensor:
+def _partner(comp: Comparison, z: Sequence[Tensor], pair: Tensor | None) -> Tensor:
     """What track ``comp.track`` is compared with for the items of ``pair``."""
     if comp.other is not None:
         return z[comp.other]
-    if comp.condition is None:
+    if comp.condition is None or pair is None:
         raise ValueError("a Comparison needs `other` or `condition`")
     return comp.condition[pair]
 

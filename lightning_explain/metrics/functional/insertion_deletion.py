@@ -24,10 +24,12 @@ Options of a metric (registry rows, :data:`FAMILY` ``.check``): ``kind`` (``"ins
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union, overload
 
+import torch
 from torch import Tensor
 
 from lightning_explain._checks import check_bool, check_literal, check_positive_int
@@ -155,17 +157,24 @@ def _insertion_deletion_update(
     images = {1: ctx.x1, 2: ctx.x2}
     maps = {1: inputs.map1, 2: inputs.map2}
     known = dict(zip((1, 2), inputs.intact))
-    ranks: dict[int, Tensor] = {}
+    keys = sorted({(k, lab, i) for k, lab, which in wanted for i in _PERTURBED[which]})
+    for kind, _, image in keys:
+        if maps[image] is None:
+            raise ValueError(f"`{ctx.owner}`: {kind} perturbs x{image}, so it needs `h{image}`.")
+    ranks = _per_image(
+        lambda hs: pixel_ranks(hs, inputs.ties), maps, sorted({i for _, _, i in keys})
+    )
+    # Each substrate once per image, both images in one call (e.g. one blur of 2B images).
+    substrate_of: dict[str, dict[int, Tensor]] = {}
+    for label in sorted({lab for _, lab, _ in keys}):
+        spec = next(s for (_, lab), s in substrates.items() if lab == label)
+        needed = sorted({i for _, lab, i in keys if lab == label})
+        substrate_of[label] = _per_image(functools.partial(_substrate_image, spec), images, needed)
     tracks: list[Track] = []
     index: dict[_TrackKey, int] = {}
-    for key in sorted({(k, lab, i) for k, lab, which in wanted for i in _PERTURBED[which]}):
+    for key in keys:
         kind, label, image = key
-        h = maps[image]
-        if h is None:
-            raise ValueError(f"`{ctx.owner}`: {kind} perturbs x{image}, so it needs `h{image}`.")
-        if image not in ranks:
-            ranks[image] = pixel_ranks(h, inputs.ties)
-        x, substrate = images[image], make_substrate(images[image], substrates[(kind, label)])
+        x, substrate = images[image], substrate_of[label][image]
         # Insertion: substrate -> image, its intact end is the finish; deletion: the reverse.
         if kind == "insertion":
             track = Track(substrate, x, ranks[image], intact=("finish", known[image]))
@@ -185,6 +194,23 @@ def _insertion_deletion_update(
         ctx, tracks, comparisons, n_steps=inputs.n_steps, batch_size=inputs.batch_size
     )
     return CurveState(curves=dict(zip(wanted, curves)), direction=inputs.direction)
+
+
+def _substrate_image(substrate: Substrate, x: Tensor) -> Tensor:
+    return make_substrate(x, substrate)
+
+
+def _per_image(
+    fn: Callable[[Tensor], Tensor], tensors: Mapping[int, Tensor | None], which: Sequence[int]
+) -> dict[int, Tensor]:
+    """``{i: fn(tensors[i])}`` for the images ``which``, in one call of the row-wise ``fn`` on
+    their concatenation (one kernel launch and one set-up for both images of a pair)."""
+    parts = [tensors[i] for i in which]
+    present = [t for t in parts if t is not None]
+    if len(present) != len(parts):
+        raise ValueError("_per_image: a requested tensor is missing")
+    out = fn(present[0] if len(present) == 1 else torch.cat(present))
+    return dict(zip(which, torch.split(out, [len(t) for t in present])))
 
 
 def _insertion_deletion_compute(
