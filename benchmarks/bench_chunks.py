@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -46,7 +45,6 @@ from _common import ForwardRecorder, machine_line, resnet18_embedding, timed
 from torch import Tensor, nn
 
 from lightning_explain import explain
-from lightning_explain._core import PairContext
 from lightning_explain._perf import (
     _TUNED,
     AUTOGRAD_BYTES_PER_INPUT_BYTE,
@@ -89,16 +87,22 @@ MODELS: dict[str, Callable[[torch.device], nn.Module]] = {
 
 
 def operations(
-    x1: Tensor, x2: Tensor, h: tuple[Tensor, Tensor], n_steps: int, rise_masks: int
+    x1: Tensor,
+    x2: Tensor,
+    h: tuple[Tensor, Tensor],
+    n_steps: int,
+    rise_masks: int,
+    batch_size: int | None = None,
 ) -> dict[str, Callable[[nn.Module], dict[str, Tensor]]]:
-    """name -> run(model) returning the tensors whose agreement is checked."""
+    """name -> run(model) returning the tensors whose agreement is checked (``batch_size``:
+    every operation's, default None: the engines' default chunk)."""
 
     def metrics(model: nn.Module) -> dict[str, Tensor]:
-        return evaluate(model, x1, x2, h, KEYS, n_steps=n_steps)
+        return evaluate(model, x1, x2, h, KEYS, n_steps=n_steps, batch_size=batch_size)
 
     def method(name: str, **options: object) -> Callable[[nn.Module], dict[str, Tensor]]:
         def run(model: nn.Module) -> dict[str, Tensor]:
-            e = explain(model, x1, x2, method=name, **options)
+            e = explain(model, x1, x2, method=name, batch_size=batch_size, **options)
             return {"h1": e.h1, "h2": e.h2, "sim": e.sim}
 
         return run
@@ -251,39 +255,22 @@ def overhead(args: argparse.Namespace, device: torch.device) -> int:
             torch.rand(pairs, 7, 7, generator=g).to(device),
             torch.rand(pairs, 7, 7, generator=g).to(device),
         )
-        for op_name, run in operations(x1, x2, h, args.steps, args.rise_masks).items():
+        for op_name in operations(x1, x2, h, args.steps, args.rise_masks):
             if args.ops is not None and op_name not in args.ops:
                 continue
             counts, times = [], []
             for chunk in (16, 256):
+                run = operations(x1, x2, h, args.steps, args.rise_masks, chunk)[op_name]
                 recorder = ForwardRecorder(free)
-                with _fixed_chunk(chunk):
-                    run(recorder)
-                    counts.append(len(recorder.calls))
-                    times.append(
-                        min(timed(partial(run, free), device) for _ in range(args.repeats))
-                    )
+                run(recorder)
+                counts.append(len(recorder.calls))
+                times.append(min(timed(partial(run, free), device) for _ in range(args.repeats)))
             per_chunk = (times[0] - times[1]) / max(1, counts[0] - counts[1])
             print(
                 f"{size:>4} {pairs:>5} {op_name:22} {counts[0]:>8} {counts[1]:>9} "
                 f"{times[0]:>7.4f}s {times[1]:>7.4f}s {per_chunk * 1e3:>7.3f} ms"
             )
     return 0
-
-
-@contextmanager
-def _fixed_chunk(chunk: int) -> Iterator[None]:
-    """Every default chunk (``batch_size=None``) is ``chunk`` images."""
-    original = PairContext.chunk_size
-
-    def fixed(self: PairContext, batch_size: int | None, **_: object) -> int:
-        return chunk if batch_size is None else batch_size
-
-    PairContext.chunk_size = fixed  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        PairContext.chunk_size = original  # type: ignore[method-assign]
 
 
 FLAT = 1e-5

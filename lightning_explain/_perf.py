@@ -243,7 +243,7 @@ CHUNK_OVERHEAD_S = 3e-4
 """Seconds the engines spend per chunk besides the model (building the chunk's images, the
 similarity, the output checks: Python and kernel launches), added to every candidate's timed
 forward by :func:`tuned_batch_size`. With a nearly free model (an average pool) on the CPU of
-``docs/performance.md`` it measured 0.24-0.34 ms per chunk at 32 px for insertion/deletion,
+``docs/performance.md`` it measured 0.24-0.49 ms per chunk at 32 px for insertion/deletion,
 occlusion, RISE and SmoothGrad (``OMP_NUM_THREADS=2 python benchmarks/bench_chunks.py --overhead
 --sizes 32``; larger images add cache effects to that difference)."""
 

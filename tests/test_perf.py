@@ -177,12 +177,18 @@ def test_tuned_batch_size_is_within_the_cap_and_cached_per_model_and_shape() -> 
     assert net.sizes  # and so is the backward pass kind
 
 
-def test_tuned_batch_size_prefers_the_fastest_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Per-image time is lowest at 4 images (a fake clock), so 4 wins over the cap of 16.
-    cost = {1: 1.0, 2: 0.6, 4: 0.2, 8: 0.3, 16: 0.5}  # ms per image
+def _per_image_clock(monkeypatch: pytest.MonkeyPatch, cost: dict[int, float]) -> None:
+    """Time every probed chunk of ``n`` images as ``n * cost[n]`` ms (``cost`` read at each call,
+    so a test may change it between probes)."""
     monkeypatch.setattr(
         _perf, "_time_chunk", lambda f, x, autograd: 1e-3 * cost[int(x.shape[0])] * len(x)
     )
+
+
+def test_tuned_batch_size_prefers_the_fastest_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per-image time is lowest at 4 images (a fake clock), so 4 wins over the cap of 16.
+    cost = {1: 1.0, 2: 0.6, 4: 0.2, 8: 0.3, 16: 0.5}  # ms per image
+    _per_image_clock(monkeypatch, cost)
     x = torch.rand(2, 3, 8, 8)
     tune = functools.partial(_perf.tuned_batch_size, _Counting(), x, cap=16, key=None)
     assert tune(overhead_s=0.0) == 4
@@ -202,9 +208,7 @@ def test_tuned_batch_size_counts_the_callers_cost_per_chunk(
     # The model alone runs 4 images a little faster per image than 16 (a CPU cache); with the
     # engine's own cost per chunk counted, 16 images per chunk are cheaper and win.
     cost = {1: 1.0, 2: 0.5, 4: 0.095, 8: 0.105, 16: 0.1}  # ms per image
-    monkeypatch.setattr(
-        _perf, "_time_chunk", lambda f, x, autograd: 1e-3 * cost[int(x.shape[0])] * len(x)
-    )
+    _per_image_clock(monkeypatch, cost)
     x = torch.rand(2, 3, 8, 8)
     tune = functools.partial(_perf.tuned_batch_size, _Counting(), x, cap=16, key=None)
     assert tune(overhead_s=0.0) == 4
@@ -244,9 +248,7 @@ def test_tuned_batch_size_in_multiples_of_the_images_per_item(
     # A caller that forwards 2 images per item (a pair) and a bound of 3 images: the candidates
     # are 4 and 2 (never 3, of which only 2 would be used), and 4 wins where it runs faster.
     cost = {1: 1.0, 2: 0.5, 3: 0.1, 4: 0.3}  # ms per image
-    monkeypatch.setattr(
-        _perf, "_time_chunk", lambda f, x, autograd: 1e-3 * cost[int(x.shape[0])] * len(x)
-    )
+    _per_image_clock(monkeypatch, cost)
     x = torch.rand(2, 3, 8, 8)
     net = _Counting()
     assert _perf.tuned_batch_size(net, x, cap=3, key=net, multiple=2) == 4

@@ -475,7 +475,6 @@ def perturbation_curves(
     weight_src = {w: (tr.rank, off) for w, tr, off in zip(weight_of, tracks, offsets)}
     pieces: list[list[Tensor]] = [[] for _ in comparisons]
     hw = height * width
-    conditional = any(comp.other is None for comp in comparisons)
     with torch.inference_mode():
         # Buffers reused by every chunk (the last one uses their leading part), not allocated
         # anew per chunk.
@@ -489,11 +488,11 @@ def perturbation_curves(
         finish_views = [t.unsqueeze(1) for t in finishes]
         rank_views = {w: rank.unsqueeze(1) for w, (rank, _) in weight_src.items()}  # (B, 1, HW)
         taken = (torch.arange(n_points + 1, device=ctx.device) * k).view(1, -1, 1)
-        pair_of = torch.arange(total, device=ctx.device) // n_walked if conditional else None
+        pair_of = torch.arange(total, device=ctx.device) // n_walked
         for lo in range(0, total, per_chunk):
             hi = min(lo + per_chunk, total)
             n = hi - lo
-            pair = pair_of[lo:hi] if pair_of is not None else None
+            pair = pair_of[lo:hi]
             # Blocks of the chunk (see grid_blocks): pairs p0:p0+np, steps s0:s0+ns, at rows
             # row:row+np*ns of each track's part of the chunk.
             blocks, row = [], 0
@@ -550,11 +549,11 @@ def perturbation_curves(
     return curves
 
 
-def _partner(comp: Comparison, z: Sequence[Tensor], pair: Tensor | None) -> Tensor:
+def _partner(comp: Comparison, z: Sequence[Tensor], pair: Tensor) -> Tensor:
     """What track ``comp.track`` is compared with for the items of ``pair``."""
     if comp.other is not None:
         return z[comp.other]
-    if comp.condition is None or pair is None:
+    if comp.condition is None:
         raise ValueError("a Comparison needs `other` or `condition`")
     return comp.condition[pair]
 

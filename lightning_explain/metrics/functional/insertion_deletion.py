@@ -150,26 +150,26 @@ def _insertion_deletion_update(
     ctx = inputs.ctx
     wanted = sorted({key for o in requests for key in _comparisons(o, inputs.direction)})
     substrates = {
-        (kind, label): _substrate(o)
-        for o in requests
-        for kind, label, _ in _comparisons(o, inputs.direction)
+        label: _substrate(o) for o in requests for _, label, _ in _comparisons(o, inputs.direction)
     }
     images = {1: ctx.x1, 2: ctx.x2}
-    maps = {1: inputs.map1, 2: inputs.map2}
     known = dict(zip((1, 2), inputs.intact))
     keys = sorted({(k, lab, i) for k, lab, which in wanted for i in _PERTURBED[which]})
+    maps: dict[int, Tensor] = {}
     for kind, _, image in keys:
-        if maps[image] is None:
+        h = inputs.map1 if image == 1 else inputs.map2
+        if h is None:
             raise ValueError(f"`{ctx.owner}`: {kind} perturbs x{image}, so it needs `h{image}`.")
-    ranks = _per_image(
-        lambda hs: pixel_ranks(hs, inputs.ties), maps, sorted({i for _, _, i in keys})
-    )
+        maps[image] = h
+    ranks = _rowwise(functools.partial(pixel_ranks, ties=inputs.ties), maps)
     # Each substrate once per image, both images in one call (e.g. one blur of 2B images).
-    substrate_of: dict[str, dict[int, Tensor]] = {}
-    for label in sorted({lab for _, lab, _ in keys}):
-        spec = next(s for (_, lab), s in substrates.items() if lab == label)
-        needed = sorted({i for _, lab, i in keys if lab == label})
-        substrate_of[label] = _per_image(functools.partial(_substrate_image, spec), images, needed)
+    substrate_of = {
+        label: _rowwise(
+            functools.partial(make_substrate, substrate=spec),
+            {i: images[i] for _, lab, i in keys if lab == label},
+        )
+        for label, spec in substrates.items()
+    }
     tracks: list[Track] = []
     index: dict[_TrackKey, int] = {}
     for key in keys:
@@ -196,21 +196,12 @@ def _insertion_deletion_update(
     return CurveState(curves=dict(zip(wanted, curves)), direction=inputs.direction)
 
 
-def _substrate_image(substrate: Substrate, x: Tensor) -> Tensor:
-    return make_substrate(x, substrate)
-
-
-def _per_image(
-    fn: Callable[[Tensor], Tensor], tensors: Mapping[int, Tensor | None], which: Sequence[int]
-) -> dict[int, Tensor]:
-    """``{i: fn(tensors[i])}`` for the images ``which``, in one call of the row-wise ``fn`` on
+def _rowwise(fn: Callable[[Tensor], Tensor], tensors: Mapping[int, Tensor]) -> dict[int, Tensor]:
+    """``{i: fn(t)}`` for every ``i, t`` of ``tensors``, in one call of the row-wise ``fn`` on
     their concatenation (one kernel launch and one set-up for both images of a pair)."""
-    parts = [tensors[i] for i in which]
-    present = [t for t in parts if t is not None]
-    if len(present) != len(parts):
-        raise ValueError("_per_image: a requested tensor is missing")
-    out = fn(present[0] if len(present) == 1 else torch.cat(present))
-    return dict(zip(which, torch.split(out, [len(t) for t in present])))
+    parts = list(tensors.values())
+    out = fn(parts[0] if len(parts) == 1 else torch.cat(parts))
+    return dict(zip(tensors, torch.split(out, [len(t) for t in parts])))
 
 
 def _insertion_deletion_compute(
