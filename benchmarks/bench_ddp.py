@@ -8,8 +8,13 @@ for imports, is left out), measured inside the fit, split into its parts:
 
 - ``explain+score``: explaining and scoring the rank's share of the pairs (the slowest rank);
 - ``gather``: on rank 0, the wait for the other ranks and the gather of their results;
-- ``render+log``: on rank 0, the pictures, the curve files and the logged scalars (serial: it
-  does not fall with the ranks).
+- ``draw``: on rank 0, drawing its share of the pictures, the wait for the other ranks' shares
+  and their gather (with more than one process: every rank draws a share); the slowest rank's
+  own drawing is printed beside it;
+- ``log``: on rank 0, logging the scalars, pictures and curve files (with one process this
+  includes drawing every picture).
+
+``render+log`` is ``draw`` + ``log``: everything rank 0 spends on pictures and logging.
 
 ``--model tiny`` is the test suite's two-convolution CNN (16 px), where rendering dominates;
 ``--model resnet18`` is torchvision's ResNet-18 (``weights=None``, ``fc = Identity``) at
@@ -38,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("hook", "explain+score", "gather", "render+log")
+PARTS = ("hook", "explain+score", "gather", "draw", "log", "render+log")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -79,9 +84,12 @@ def child(args: argparse.Namespace) -> None:
         def _evaluate_sharded(self, *a: Any, **k: Any) -> Any:
             return self._timed("sharded", super()._evaluate_sharded, *a, **k)
 
+        def _render_sharded(self, *a: Any, **k: Any) -> Any:
+            return self._timed("draw", super()._render_sharded, *a, **k)
+
         def _compute_and_log(self, trainer: Any, probe: Any, *a: Any, **k: Any) -> Any:
             self.times["pairs"] = [float(len(probe))]
-            return self._timed("render+log", super()._compute_and_log, trainer, probe, *a, **k)
+            return self._timed("log", super()._compute_and_log, trainer, probe, *a, **k)
 
     base = make_module_class()
 
@@ -103,10 +111,26 @@ def child(args: argparse.Namespace) -> None:
                 TwoViewDataset(max(8, args.pairs), size=args.size, seed=5), batch_size=4
             )
 
+    import lightning_explain.callback as callback_module
+
+    draw_share = callback_module.render_jobs
+
+    def timed_draw_share(*a: Any, **k: Any) -> Any:
+        return cb._timed("own draw", draw_share, *a, **k)
+
+    callback_module.render_jobs = timed_draw_share  # type: ignore[assignment]
+
     torch.set_num_threads(1)
     L.seed_everything(0)
     cb = Timed(probe={"n_pairs": args.pairs}, n_steps=args.steps)
-    cb.times = {"hook": [], "explain+score": [], "sharded": [], "render+log": []}
+    cb.times = {
+        "hook": [],
+        "explain+score": [],
+        "sharded": [],
+        "draw": [],
+        "own draw": [],
+        "log": [],
+    }
     trainer = L.Trainer(
         accelerator=args.accelerator,
         devices=args.child,
@@ -124,8 +148,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def summarise(per_rank: list[dict[str, list[float]]]) -> dict[str, float]:
-    """Medians over the evaluations after the first: the hook and render+log on rank 0, the
-    slowest rank's explain+score, and rank 0's gather (its sharded evaluation less its own share)."""
+    """Medians over the evaluations after the first: the hook, draw and log on rank 0, the
+    slowest rank's explain+score and own drawing, and rank 0's gather (its sharded evaluation
+    less its own share)."""
 
     def median(values: list[float]) -> float:
         return statistics.median(values[1:] or values)
@@ -136,7 +161,12 @@ def summarise(per_rank: list[dict[str, list[float]]]) -> dict[str, float]:
         "hook": median(rank0["hook"]),
         "explain+score": max(median(r["explain+score"]) for r in per_rank),
         "gather": median(gather),
-        "render+log": median(rank0["render+log"]),
+        "draw": median(rank0["draw"]) if rank0["draw"] else 0.0,
+        "own draw": max(median(r["own draw"]) if r["own draw"] else 0.0 for r in per_rank),
+        "log": median(rank0["log"]),
+        "render+log": median([d + g for d, g in zip(rank0["draw"], rank0["log"])])
+        if rank0["draw"]
+        else median(rank0["log"]),
         "evaluations": float(len(rank0["hook"])),
         "pairs": rank0["pairs"][0],
     }
@@ -197,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{devices} process(es): one evaluation of {int(parts['pairs'])} pairs "
             f"{parts['hook']:.3f} s ({max(1, int(parts['evaluations']) - 1)} timed): "
             + ", ".join(f"{name} {parts[name]:.3f} s" for name in PARTS[1:])
+            + f" (slowest rank's own drawing {parts['own draw']:.3f} s)"
         )
     if 1 in results and len(results) > 1:
         for devices, parts in results.items():

@@ -10,7 +10,7 @@ The core dependency is ``pytorch-lightning``; ``lightning`` may be absent.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any, Literal
 
@@ -199,6 +199,18 @@ def saved_state(
     if len(found) > 1:
         found = [(k, v) for k, v in found if v.get("config_hash") == config_hash]
     return found[0] if len(found) == 1 else None
+
+
+def scatter_objects(objs: Sequence[Any] | None, *, rank: int, world_size: int) -> Any:
+    """Rank ``r`` gets ``objs[r]`` of rank 0 (other ranks pass ``None``); a collective: every
+    rank of the default process group must call it. With one process: ``objs[0]``."""
+    import torch.distributed as dist
+
+    if world_size < 2 or not (dist.is_available() and dist.is_initialized()):
+        return objs[0] if objs else None
+    out: list[Any] = [None]
+    dist.scatter_object_list(out, list(objs) if rank == 0 and objs is not None else None, src=0)
+    return out[0]
 
 
 def gather_objects(obj: Any, *, rank: int, world_size: int) -> list[Any]:

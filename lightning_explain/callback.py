@@ -16,6 +16,7 @@ without the ``lightning`` package) and ``lightning_explain.pl.PairExplanationCal
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,9 @@ from lightning_explain._lightning import (
     callback_base,
     check_strategy,
     default_namespace,
+    gather_objects,
     saved_state,
+    scatter_objects,
     trainer_device,
     trainer_precision,
     trainer_skips,
@@ -68,7 +71,15 @@ from lightning_explain.live_dashboard import (
 )
 from lightning_explain.metrics import DEFAULT_METRICS
 from lightning_explain.metrics._registry import resolve_metrics
-from lightning_explain.publish import build_sinks, publish_evaluation
+from lightning_explain.publish import (
+    RenderedPicture,
+    build_sinks,
+    evaluation_for,
+    figure_dpis,
+    plan_rendering,
+    publish_evaluation,
+    render_jobs,
+)
 from lightning_explain.similarity import SimilarityFn, SimilarityName, resolve_similarity
 
 if TYPE_CHECKING:
@@ -482,9 +493,12 @@ class PairExplanationLogic(_Base):
         payload: dict[str, Any] = {"scalars": {}, "errors": []}
         cause: BaseException | None = None
         evaluation = self._evaluate_sharded(trainer, pl_module, probe)  # every rank: its pairs
+        drawn = self._render_sharded(trainer, probe, evaluation, step, epoch)  # its pictures
         if evaluation is not None:  # rank 0
             try:
-                payload, cause = self._compute_and_log(trainer, probe, evaluation, step, epoch)
+                payload, cause = self._compute_and_log(
+                    trainer, probe, evaluation, step, epoch, drawn
+                )
             except Exception as err:  # a bug must not leave the other ranks waiting
                 payload = {"scalars": {}, "errors": [f"{type(err).__name__}: {err}"]}
                 cause = err
@@ -525,11 +539,64 @@ class PairExplanationLogic(_Base):
             world_size=int(trainer.world_size),
         )
 
+    def _render_sharded(
+        self,
+        trainer: Any,
+        probe: ProbeSet,
+        evaluation: ProbeEvaluation | None,
+        step: int,
+        epoch: int,
+    ) -> list[RenderedPicture]:
+        """Under DDP every rank draws its share of the pictures that rank 0 then logs
+        (:func:`~lightning_explain.publish.plan_rendering`: grids, captions, curves figures at
+        the sinks' resolutions), and rank 0 gets them all. A collective (one scatter, one gather)
+        that never raises. ``[]`` with one process, without images, or when rank 0 could not
+        plan (then it draws what it logs itself, and reports what fails)."""
+        world, rank = int(trainer.world_size), int(trainer.global_rank)
+        if world < 2 or not self.log_images:
+            return []
+        shares: list[Any] = [None] * world
+        if evaluation is not None:  # rank 0
+            # On a failure here, publish draws on rank 0 and reports what fails.
+            with contextlib.suppress(Exception):
+                shares = self._rendering_shares(trainer, probe, evaluation, world) or shares
+        share = scatter_objects(shares, rank=rank, world_size=world)
+        drawn: list[RenderedPicture] = []
+        if share is not None:
+            jobs, part, dpis, mean, std = share
+            drawn = render_jobs(
+                probe, part, jobs, dpis=dpis, mean=mean, std=std, epoch=epoch, step=step
+            )
+        gathered = gather_objects(drawn, rank=rank, world_size=world)
+        return [picture for pictures in gathered for picture in pictures]
+
+    def _rendering_shares(
+        self, trainer: Any, probe: ProbeSet, evaluation: ProbeEvaluation, world: int
+    ) -> list[Any] | None:
+        """Rank 0: what each rank draws (its jobs, the part of the evaluation they need, the
+        sinks' dpis, the display statistics); ``None`` when nothing will be logged."""
+        if evaluation.failures and self.on_error == "raise":
+            return None
+        sinks = self._build_sinks(trainer)
+        if not sinks:
+            return None
+        dpis = figure_dpis(sinks)
+        mean, std = self.probe_settings.display_stats(probe)
+        plan = plan_rendering(evaluation, curves=bool(dpis), world_size=world)
+        return [(jobs, evaluation_for(evaluation, jobs), dpis, mean, std) for jobs in plan]
+
     def _compute_and_log(
-        self, trainer: Any, probe: ProbeSet, evaluation: ProbeEvaluation, step: int, epoch: int
+        self,
+        trainer: Any,
+        probe: ProbeSet,
+        evaluation: ProbeEvaluation,
+        step: int,
+        epoch: int,
+        drawn: Sequence[RenderedPicture] = (),
     ) -> tuple[dict[str, Any], BaseException | None]:
         """Rank 0: unless the evaluation failed and ``on_error="raise"``, log the scalars to
-        every logger and the pictures to the sinks. Nothing raises: failures become messages."""
+        every logger and the pictures to the sinks (``drawn``: those drawn by every rank, see
+        :meth:`_render_sharded`). Nothing raises: failures become messages."""
         self._speak_up(diagnose(evaluation, embedding=self.embedding))
         errors = [f.message() for f in evaluation.failures]
         cause = evaluation.failures[0].error if evaluation.failures else None
@@ -567,6 +634,7 @@ class PairExplanationLogic(_Base):
             std=std,
             prefix=_PREFIX,
             on_error=failed,
+            drawn=drawn,
         )
         if self.dashboard_dir is not None:  # the live page, rewritten atomically (rank 0)
             try:

@@ -6,6 +6,11 @@ renders and hands the pictures to :mod:`lightning_explain.sinks`. Each method is
 before it is logged and its figure is released right after, so at most one figure exists at a
 time, and nothing is drawn when there is no sink.
 
+Under DDP the pictures are drawn on every rank: :func:`plan_rendering` shares them out,
+:func:`render_jobs` draws one rank's share (grids, captions, curves rasterised at each sink's
+dpi), and :func:`publish` on rank 0 logs the drawn pictures (``drawn=``) as it would have logged
+its own drawings, pixel for pixel.
+
 Logged keys (``<prefix>`` is ``explain`` in the callback):
 
 * ``<prefix>/<label>/pairs``: image, rows x1 / heatmap 1 / x2 / heatmap 2 per pair, captioned
@@ -18,9 +23,12 @@ Logged keys (``<prefix>`` is ``explain`` in the callback):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import functools
+import heapq
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import Tensor
 
@@ -33,7 +41,7 @@ from lightning_explain.downstream import (
     correlation_figure,
 )
 from lightning_explain.evaluation import InteractionEvaluation, MethodEvaluation, ProbeEvaluation
-from lightning_explain.render import curves_figure, pair_grid
+from lightning_explain.render import curves_figure, figure_to_image, pair_grid, picture_figure
 from lightning_explain.sinks.base import ExplanationSink, release_figure
 
 if TYPE_CHECKING:
@@ -41,13 +49,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_TILE",
+    "RenderJob",
     "RenderedMethod",
+    "RenderedPicture",
     "build_sinks",
     "caption",
     "check_rendering",
+    "evaluation_for",
+    "figure_dpis",
     "match_caption",
+    "plan_rendering",
     "publish",
     "publish_correlations",
+    "render_jobs",
     "render_method",
 ]
 
@@ -172,8 +186,12 @@ def render_method(
         marks=marks if bool(marks.any()) else None,
     )
     text = caption(method, sim, probe.indices, epoch=epoch, step=step)
-    title = method.label + (f", epoch {epoch}" if epoch is not None else "")
-    return RenderedMethod(method.label, grid, text, dict(method.curves), title)
+    return RenderedMethod(method.label, grid, text, dict(method.curves), _title(method, epoch))
+
+
+def _title(method: MethodEvaluation, epoch: int | None) -> str:
+    """The title of a method's curves figure."""
+    return method.label + (f", epoch {epoch}" if epoch is not None else "")
 
 
 def match_caption(
@@ -229,6 +247,163 @@ def check_rendering(
     return None
 
 
+# --------------------------------------------------------------------------------------------------
+# Pictures drawn on several ranks
+
+_COST = {"curves": 4.0, "pairs": 1.0, "matches": 1.0}
+"""Weights that balance the ranks' shares in :func:`plan_rendering`: a curves figure (text,
+ticks, legend) takes several times as long to draw as a pair grid."""
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One picture of an evaluation that any rank can draw: a method's pair grid (``"pairs"``),
+    its curves figure (``"curves"``) or a correspondence method's match grid (``"matches"``)."""
+
+    kind: Literal["pairs", "curves", "matches"]
+    label: str
+
+
+@dataclass(frozen=True)
+class RenderedPicture:
+    """A drawn :class:`RenderJob`, ready to travel to rank 0 (CPU tensors and text).
+
+    Attributes:
+        job: what was drawn.
+        image: ``(3, H, W)`` uint8 grid of ``"pairs"`` and ``"matches"`` jobs.
+        caption: the grid's caption.
+        pictures: for ``"curves"``: dpi -> ``(3, H, W)`` uint8 picture of the curves figure drawn
+            at that dpi (:func:`figure_dpis`).
+        error: ``"<Type>: <message>"`` when drawing failed (then nothing else is set).
+    """
+
+    job: RenderJob
+    image: Tensor | None = None
+    caption: str = ""
+    pictures: Mapping[float, Tensor] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _sink_dpi(sink: ExplanationSink) -> float:
+    """The dpi ``sink`` rasterises figures at, ``None`` resolved to matplotlib's ``figure.dpi``."""
+    import matplotlib
+
+    dpi = sink.figure_dpi
+    return float(matplotlib.rcParams["figure.dpi"] if dpi is None else dpi)
+
+
+def figure_dpis(sinks: Sequence[ExplanationSink]) -> tuple[float, ...]:
+    """The distinct resolutions at which the sinks that draw curves
+    (:attr:`ExplanationSink.draws_curves`) rasterise figures (:attr:`ExplanationSink.figure_dpi`);
+    empty when none draws curves."""
+    out: list[float] = []
+    for sink in sinks:
+        if sink.draws_curves and _sink_dpi(sink) not in out:
+            out.append(_sink_dpi(sink))
+    return tuple(out)
+
+
+def plan_rendering(
+    evaluation: ProbeEvaluation, *, curves: bool, world_size: int
+) -> list[list[RenderJob]]:
+    """Share the pictures that :func:`publish` logs for ``evaluation`` among ``world_size``
+    ranks: one list of jobs per rank. Jobs go heaviest kind first (a curves figure weighs more
+    than a grid) to the rank with the least work so far (ties: the lowest rank), entry order
+    within a kind.
+
+    Args:
+        evaluation: the whole evaluation (every rank's pairs).
+        curves: whether any sink draws curves (:func:`figure_dpis` is not empty); without, no
+            curves figure is drawn.
+        world_size: the number of ranks.
+    """
+    jobs = []
+    for method in evaluation.methods:
+        if method.explanation is not None:
+            jobs.append(RenderJob("pairs", method.label))
+            if curves and method.curves:
+                jobs.append(RenderJob("curves", method.label))
+    jobs += [RenderJob("matches", r.label) for r in evaluation.interactions]
+    shares: list[list[RenderJob]] = [[] for _ in range(max(1, world_size))]
+    load = [(0.0, rank) for rank in range(len(shares))]
+    for job in sorted(jobs, key=lambda j: -_COST[j.kind]):
+        work, rank = heapq.heappop(load)
+        shares[rank].append(job)
+        heapq.heappush(load, (work + _COST[job.kind], rank))
+    return shares
+
+
+def evaluation_for(evaluation: ProbeEvaluation, jobs: Sequence[RenderJob]) -> ProbeEvaluation:
+    """What a rank needs to draw ``jobs``: ``evaluation`` with only their methods and
+    correspondence entries (and no failures), so that only those travel to it."""
+    labels = {job.label for job in jobs}
+    return dataclasses.replace(
+        evaluation,
+        methods=tuple(m for m in evaluation.methods if m.label in labels),
+        interactions=tuple(r for r in evaluation.interactions if r.label in labels),
+        failures=(),
+    )
+
+
+def render_jobs(
+    probe: ProbeSet,
+    evaluation: ProbeEvaluation,
+    jobs: Sequence[RenderJob],
+    *,
+    dpis: Sequence[float] = (),
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    epoch: int | None = None,
+    step: int | None = None,
+) -> list[RenderedPicture]:
+    """Draw ``jobs`` (a share of :func:`plan_rendering`) as :func:`publish` would: the same
+    grids, captions and curves figures, the latter rasterised at each of ``dpis``. Never raises:
+    a failing job gives a picture with ``error`` set and the next one goes on, so that every
+    rank reaches the collective that follows."""
+    out = []
+    for job in jobs:
+        try:
+            out.append(_render_job(probe, evaluation, job, dpis, mean, std, epoch, step))
+        except Exception as err:
+            out.append(RenderedPicture(job, error=f"{type(err).__name__}: {err}"))
+    return out
+
+
+def _render_job(
+    probe: ProbeSet,
+    evaluation: ProbeEvaluation,
+    job: RenderJob,
+    dpis: Sequence[float],
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    epoch: int | None,
+    step: int | None,
+) -> RenderedPicture:
+    if job.kind == "matches":
+        found = [r for r in evaluation.interactions if r.label == job.label]
+        if not found:
+            raise KeyError(f"no correspondence entry {job.label!r} in the evaluation")
+        image = match_grid(
+            probe.x1, probe.x2, found[0].interaction, mean=mean, std=std, min_tile=MIN_TILE
+        )
+        return RenderedPicture(job, image, match_caption(found[0], epoch=epoch, step=step))
+    method = evaluation[job.label]
+    if job.kind == "pairs":
+        rendered = render_method(
+            probe, method, evaluation.sim, mean=mean, std=std, epoch=epoch, step=step
+        )
+        return RenderedPicture(job, rendered.grid, rendered.caption)
+    figure = curves_figure(dict(method.curves), title=_title(method, epoch))
+    try:
+        return RenderedPicture(job, pictures={d: figure_to_image(figure, dpi=d) for d in dpis})
+    finally:
+        release_figure(figure)
+
+
+# --------------------------------------------------------------------------------------------------
+# Logging
+
+
 def publish(
     sinks: Sequence[ExplanationSink],
     evaluation: ProbeEvaluation,
@@ -240,6 +415,7 @@ def publish(
     std: Sequence[float] | None = None,
     prefix: str = "explain",
     on_error: Any = None,
+    drawn: Sequence[RenderedPicture] = (),
 ) -> int:
     """Render every method of ``evaluation`` and log grid, curves and table to every sink.
 
@@ -258,6 +434,11 @@ def publish(
         prefix: the first part of every key.
         on_error: ``f(what, error)`` called for a failing render or sink call (then the next one
             goes on); ``None``: raise.
+        drawn: pictures already drawn (on other ranks, by :func:`render_jobs` with the same
+            ``mean``, ``std``, ``epoch`` and ``step``): they are logged instead of drawing them
+            again, a curves picture to each sink whose :attr:`~ExplanationSink.figure_dpi` it was
+            drawn at (as a :func:`~lightning_explain.render.picture_figure`). What is not among
+            them is drawn here.
 
     Returns:
         The number of failures handed to ``on_error``.
@@ -265,6 +446,7 @@ def publish(
     if not sinks:
         return 0
     failures = 0
+    done = {picture.job: picture for picture in drawn}
 
     def guarded(what: str, fn: Any, *args: Any) -> Any:
         nonlocal failures
@@ -277,17 +459,37 @@ def publish(
             on_error(what, err)
             return None
 
+    def drawn_ok(job: RenderJob, what: str) -> RenderedPicture | None:
+        """The picture of ``job`` drawn elsewhere; a failure there is reported here."""
+        picture = done.get(job)
+        if picture is not None and picture.error is not None:
+            guarded(what, _raise, picture.error)
+        return picture
+
     for sink in sinks:
         guarded(f"{sink!r}.set_context", lambda s=sink: s.set_context(epoch=epoch))
     for method in evaluation.methods:
-        rendered: RenderedMethod | None = guarded(
-            f"rendering method {method.label!r}",
-            lambda m=method: render_method(
-                probe, m, evaluation.sim, mean=mean, std=std, epoch=epoch, step=step
-            ),
-        )
+        what = f"rendering method {method.label!r}"
+        pairs = drawn_ok(RenderJob("pairs", method.label), what)
+        rendered: RenderedMethod | None
+        if pairs is None:
+            rendered = guarded(
+                what,
+                lambda m=method: render_method(
+                    probe, m, evaluation.sim, mean=mean, std=std, epoch=epoch, step=step
+                ),
+            )
+        elif pairs.image is not None:
+            title = _title(method, epoch)
+            rendered = RenderedMethod(
+                method.label, pairs.image, pairs.caption, method.curves, title
+            )
+        else:
+            rendered = None
         if rendered is None:
             continue
+        what = f"rendering the curves of method {method.label!r}"
+        curves = _Curves(rendered, drawn_ok(RenderJob("curves", method.label), what))
         try:
             key = f"{prefix}/{method.label}"
             columns, rows = evaluation.table(method.label, probe.indices)
@@ -300,11 +502,11 @@ def publish(
                     step,
                     rendered.caption,
                 )
-                if rendered.curves:
+                if rendered.curves and not (curves.failed and sink.draws_curves):
                     guarded(
                         f"{sink!r}: {key}/curves",
-                        lambda s=sink, r=rendered, k=f"{key}/curves": s.log_curves(
-                            k, r.curves, step, draw=r.figure
+                        lambda s=sink, k=f"{key}/curves", c=curves: s.log_curves(
+                            k, c.rendered.curves, step, draw=c.draw_for(s)
                         ),
                     )
                 if method.scores:
@@ -317,23 +519,69 @@ def publish(
                         step,
                     )
         finally:
-            rendered.release()
+            curves.release()
     for interaction in evaluation.interactions:
         key = f"{prefix}/correspondence/{interaction.label}/matches"
-        image = guarded(
-            f"rendering correspondence {interaction.label!r}",
-            lambda r=interaction: match_grid(
-                probe.x1, probe.x2, r.interaction, mean=mean, std=std, min_tile=MIN_TILE
-            ),
-        )
+        what = f"rendering correspondence {interaction.label!r}"
+        matches = drawn_ok(RenderJob("matches", interaction.label), what)
+        if matches is not None:
+            image, text = matches.image, matches.caption
+        else:
+            image = guarded(
+                what,
+                lambda r=interaction: match_grid(
+                    probe.x1, probe.x2, r.interaction, mean=mean, std=std, min_tile=MIN_TILE
+                ),
+            )
+            text = match_caption(interaction, epoch=epoch, step=step)
         if image is None:
             continue
-        text = match_caption(interaction, epoch=epoch, step=step)
         for sink in sinks:
             guarded(f"{sink!r}: {key}", sink.log_image, key, image, step, text)
     for sink in sinks:
         guarded(f"{sink!r}.flush", sink.flush)
     return failures
+
+
+@dataclass
+class _Curves:
+    """Where the curves figure of one method comes from, per sink: the picture drawn on another
+    rank at the sink's dpi, shown by a :func:`~lightning_explain.render.picture_figure` (one per
+    dpi), or else the method's own figure, drawn on the first call."""
+
+    rendered: RenderedMethod
+    drawn: RenderedPicture | None
+    figures: dict[float, Figure] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """Whether drawing the figure failed on another rank (reported there: not drawn again)."""
+        return self.drawn is not None and self.drawn.error is not None
+
+    def draw_for(self, sink: ExplanationSink) -> Callable[[], Figure]:
+        """The ``draw`` argument of ``sink.log_curves``: nothing is drawn until it is called."""
+        dpi = _sink_dpi(sink)
+        if self.drawn is None or dpi not in self.drawn.pictures:
+            return self.rendered.figure
+        return functools.partial(self._picture, dpi)
+
+    def _picture(self, dpi: float) -> Figure:
+        if dpi not in self.figures:
+            pictures = self.drawn.pictures if self.drawn is not None else {}
+            self.figures[dpi] = picture_figure(pictures[dpi], dpi=dpi)
+        return self.figures[dpi]
+
+    def release(self) -> None:
+        """Free every figure drawn for the sinks."""
+        self.rendered.release()
+        for figure in self.figures.values():
+            release_figure(figure)
+        self.figures.clear()
+
+
+def _raise(message: str) -> None:
+    """Report a failure of another rank as a ``RuntimeError`` with its message."""
+    raise RuntimeError(message)
 
 
 def publish_correlations(
@@ -390,10 +638,12 @@ def publish_evaluation(
     std: Sequence[float] | None = None,
     prefix: str = "explain",
     on_error: Any = None,
+    drawn: Sequence[RenderedPicture] = (),
 ) -> None:
     """Everything one evaluation logs: ``scalars`` to every Lightning logger (``log_metrics``),
-    then :func:`publish` to the sinks, then the correlations of ``history`` if it has any
-    (``labels``: the methods in the correlation table; default: those evaluated).
+    then :func:`publish` to the sinks (``drawn``: pictures drawn on other ranks), then the
+    correlations of ``history`` if it has any (``labels``: the methods in the correlation table;
+    default: those evaluated).
 
     Every logger and sink call is guarded: a failure goes to ``on_error(what, error)`` (``None``:
     raise) and the next call goes on.
@@ -421,6 +671,7 @@ def publish_evaluation(
         std=std,
         prefix=prefix,
         on_error=on_error,
+        drawn=drawn,
     )
     if history is not None and history.correlations and sinks:
         guarded(

@@ -40,6 +40,7 @@ __all__ = [
     "overlay",
     "pair_figure",
     "pair_grid",
+    "picture_figure",
     "to_rgb",
 ]
 
@@ -580,6 +581,36 @@ def figure_to_image(figure: Figure, *, dpi: float | None = None) -> Tensor:
     rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
     out = torch.from_numpy(np.round(rgb * 255.0).astype(np.uint8))
     return out.permute(2, 0, 1).contiguous()
+
+
+def picture_figure(image: Tensor, *, dpi: float) -> Figure:
+    """A figure that shows ``image`` pixel for pixel when drawn at ``dpi``: what a figure drawn
+    elsewhere (on another rank, by :func:`figure_to_image` at ``dpi``) becomes again for a sink
+    that takes figures. Drawing it costs one image copy instead of the figure's text and lines;
+    saved or rasterised at ``dpi`` it gives the pixels of ``image``.
+
+    Args:
+        image: ``(3, H, W)`` uint8 image.
+        dpi: the resolution the figure will be drawn at (the ``dpi`` the image was drawn at).
+
+    Returns:
+        A ``W / dpi`` x ``H / dpi`` inch :class:`~matplotlib.figure.Figure` with an Agg canvas.
+
+    Raises:
+        TypeError: if ``image`` is not a ``(3, H, W)`` uint8 tensor.
+        ValueError: if ``dpi`` is not positive.
+    """
+    if not isinstance(image, Tensor) or image.dtype != torch.uint8 or image.ndim != 3:
+        raise TypeError(
+            f"`render.picture_figure`: expected a (3, H, W) uint8 image, but got {_describe(image)}."
+        )
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not dpi > 0:
+        raise ValueError(f"`render.picture_figure`: expected `dpi` > 0, but got {dpi!r}.")
+    height, width = int(image.shape[1]), int(image.shape[2])
+    fig = _new_figure(width / dpi, height / dpi, constrained=False)
+    fig.set_dpi(dpi)
+    fig.figimage(image.permute(1, 2, 0).cpu().numpy(), xo=0, yo=0, origin="upper")
+    return fig
 
 
 def captioned(image: Tensor, caption: str, *, font_size: int = 12) -> Tensor:

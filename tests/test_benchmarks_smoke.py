@@ -98,7 +98,10 @@ def test_bench_ddp_smoke(model: str):
     proc = run_script("bench_ddp.py", "--smoke", "--model", model)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    parts = r"explain\+score \d+\.\d+ s, gather \d+\.\d+ s, render\+log \d+\.\d+ s"
+    parts = (
+        r"explain\+score \d+\.\d+ s, gather \d+\.\d+ s, draw \d+\.\d+ s, log \d+\.\d+ s, "
+        r"render\+log \d+\.\d+ s \(slowest rank's own drawing \d+\.\d+ s\)"
+    )
     for devices in (1, 2):
         line = (
             rf"^{devices} process\(es\): one evaluation of 2 pairs \d+\.\d+ s \(1 timed\): {parts}$"

@@ -275,6 +275,27 @@ def test_figure_to_image_is_the_png_savefig_would_write() -> None:
     assert svg.figure.canvas is svg
 
 
+def test_picture_figure_saves_and_rasterises_to_the_pixels_it_shows() -> None:
+    curves = {"insertion": torch.rand(4, 9), "deletion": torch.rand(4, 9)}
+    for dpi in (100.0, 72.0, 133.3):
+        original = render.curves_figure(curves, title="gradcam, epoch 3")
+        buffer = io.BytesIO()
+        original.savefig(buffer, format="png", dpi=dpi)
+        with Image.open(buffer) as img:
+            want = np.asarray(img.convert("RGB"))
+        picture = render.figure_to_image(original, dpi=dpi)
+        shown = render.picture_figure(picture, dpi=dpi)
+        buffer = io.BytesIO()
+        shown.savefig(buffer, format="png", dpi=dpi)  # what FileSink and MLflow do
+        with Image.open(buffer) as img:
+            np.testing.assert_array_equal(np.asarray(img.convert("RGB")), want)
+        assert torch.equal(render.figure_to_image(shown), picture)  # what TensorBoard does
+    with pytest.raises(TypeError, match=r"\(3, H, W\) uint8"):
+        render.picture_figure(torch.zeros(3, 4, 4), dpi=100)
+    with pytest.raises(ValueError, match="`dpi` > 0"):
+        render.picture_figure(torch.zeros(3, 4, 4, dtype=torch.uint8), dpi=0)
+
+
 def test_rendering_never_touches_pyplot(monkeypatch: pytest.MonkeyPatch) -> None:
     # If rendering imported pyplot (and so picked a GUI backend), it would reappear here.
     monkeypatch.delitem(sys.modules, "matplotlib.pyplot", raising=False)

@@ -52,6 +52,19 @@ class ExplanationSink(ABC):
     epoch: int | None = None
     """The epoch of the current explanation cycle, set by :meth:`set_context` (``None``: unknown)."""
 
+    draws_curves: bool = True
+    """Whether :meth:`log_curves` calls its ``draw`` argument. A sink that logs the curves as data
+    only (the W&B sink) sets it to ``False``, so that no figure is drawn for it, on any rank."""
+
+    @property
+    def figure_dpi(self) -> float | None:
+        """The resolution at which this sink rasterises the figures it is given (``None``: the
+        figure's own dpi, matplotlib's ``figure.dpi``). Under DDP the callback draws the curves
+        figures on other ranks at this resolution and hands rank 0's sinks a figure that shows
+        those pixels (:func:`~lightning_explain.render.picture_figure`), so a sink that saves
+        figures at another dpi must say so here."""
+        return None
+
     def set_context(self, *, epoch: int | None = None) -> None:
         """Record the epoch of the explanation cycle that the next ``log_*`` calls belong to.
 
@@ -107,7 +120,8 @@ class ExplanationSink(ABC):
         Trackers that chart data override this and log ``curves`` themselves (see
         :func:`curve_rows`), so no figure is drawn for them. ``draw`` returns the curves' figure:
         it is drawn on the first call and shared by every sink of the evaluation, so a sink must
-        not release it.
+        not release it. Under DDP it may be a figure showing the curves drawn on another rank,
+        pixel for pixel at :attr:`figure_dpi` (see :func:`~lightning_explain.render.picture_figure`).
 
         Args:
             key: name of the curves series, e.g. ``"explain/gradcam/curves"``.

@@ -106,6 +106,11 @@ class FileSink(ExplanationSink):
         self.compress_level = compress_level
 
     @property
+    def figure_dpi(self) -> float | None:
+        """``dpi``: the resolution :meth:`log_figure` saves at."""
+        return self.dpi
+
+    @property
     def root(self) -> Path:
         """``<directory>/explanations``."""
         return self.directory / "explanations"

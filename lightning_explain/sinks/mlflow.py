@@ -105,6 +105,15 @@ class MLflowSink(ExplanationSink):
         if caption is not None:
             client.log_text(run_id, str(caption), self.artifact_path(key, step, ".txt"))
 
+    @property
+    def figure_dpi(self) -> float | None:
+        """What ``MlflowClient.log_figure`` saves at: matplotlib's ``savefig.dpi`` (``None`` when
+        it is ``"figure"``, the default: the figure's own dpi)."""
+        import matplotlib
+
+        dpi = matplotlib.rcParams["savefig.dpi"]
+        return None if dpi == "figure" else float(dpi)
+
     def log_figure(self, key: str, figure: Figure, step: int) -> None:
         self.client.log_figure(
             self.run_id, figure, artifact_file=self.artifact_path(key, step, ".png")

@@ -44,6 +44,8 @@ class WandbSink(ExplanationSink):
         ModuleNotFoundError: if ``wandb`` is not installed.
     """
 
+    draws_curves = False
+
     def __init__(self, logger: Any) -> None:
         require("wandb", extra="wandb", owner="WandbSink")
         self.logger = logger

@@ -1,7 +1,8 @@
 """Run by tests/callback/test_ddp.py: a 2-process DDP fit (gloo, CPU) with the callback.
 
 Usage: python _ddp_script.py OUTPUT_DIR [MODE]. Lightning's DDP launcher starts the second process
-by running this script again. Each rank records the sink calls it makes and its callback metrics.
+by running this script again. Each rank records the sink calls it makes, the pairs it explains,
+the pictures it draws and its callback metrics.
 MODE ``sink_fails``: rank 0's image sink raises and the callback has ``on_error="raise"``; each
 rank writes the outcome of its fit to ``outcome_rank<r>.txt``.
 """
@@ -50,6 +51,16 @@ def main(root: Path, mode: str = "normal") -> None:
         return evaluate(module, pairs, *args, **kwargs)
 
     callback_module.evaluate_module = spying  # type: ignore[assignment]
+
+    draw_share = callback_module.render_jobs
+
+    def drawing(probe: Any, evaluation: Any, jobs: Any, **kwargs: Any) -> Any:
+        rank = getattr(rank_zero_only, "rank", 0)
+        with open(root / f"drawn_rank{rank}.txt", "a") as f:
+            f.write(" ".join(f"{job.kind}:{job.label}" for job in jobs) + "\n")
+        return draw_share(probe, evaluation, jobs, **kwargs)
+
+    callback_module.render_jobs = drawing  # type: ignore[assignment]
 
     L.seed_everything(0)
     model = make_module_class()(n=16, batch_size=4)

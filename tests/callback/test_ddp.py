@@ -1,5 +1,6 @@
-"""DDP with two CPU processes (gloo): no deadlock, images logged once (rank 0), the same scalars
-on every rank, and equal to a single-process evaluation of rank 0's weights on the same probe set."""
+"""DDP with two CPU processes (gloo): no deadlock, pairs explained and pictures drawn on both
+ranks, images logged once (rank 0), the same scalars on every rank, and equal to a single-process
+evaluation of rank 0's weights on the same probe set."""
 
 from __future__ import annotations
 
@@ -55,6 +56,17 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     lines = {r: (tmp_path / f"pairs_rank{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)}
     assert lines[0][1:] == [str(first), str(first)]  # two evaluations: pair 0 on rank 0
     assert lines[1][1:] == [str(second), str(second)]  # and pair 1 on rank 1
+
+    # Drawing shared: per evaluation, rank 0 drew the curves figure and rank 1 the pair grid
+    # (rank 0 logged both: the image lines above).
+    drawn = {r: (tmp_path / f"drawn_rank{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)}
+    assert drawn == {0: ["curves:gradcam"] * 2, 1: ["pairs:gradcam"] * 2}, drawn
+    files = sorted(p.name for p in (tmp_path / "csv" / "version_0" / "explanations").rglob("*"))
+    assert files == sorted(
+        ["epoch=000", "epoch=001"]
+        + [f"gradcam{suffix}" for suffix in (".png", "_curves.png", "_curves.csv", "_scores.csv")]
+        * 2
+    ), files
 
     # Equal to one process evaluating rank 0's final weights on the same probe set.
     model = make_module_class()(n=16, batch_size=4)
