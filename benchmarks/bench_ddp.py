@@ -122,7 +122,14 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     L.seed_everything(0)
-    cb = Timed(probe={"n_pairs": args.pairs}, n_steps=args.steps)
+    methods: dict[str, Any] = {}
+    if args.methods == ["all"]:
+        from lightning_explain import list_methods
+
+        methods["methods"] = list_methods()
+    elif args.methods:
+        methods["methods"] = args.methods
+    cb = Timed(probe={"n_pairs": args.pairs}, n_steps=args.steps, **methods)
     cb.times = {
         "hook": [],
         "explain+score": [],
@@ -182,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size", type=int, default=None, help="image size; 16 (tiny), 32 (resnet18)"
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method names, or 'all' for every registered method (default: the callback's)",
+    )
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
@@ -203,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.accelerator}, model: {args.model} at {args.size} px, probe pairs: {args.pairs}, "
         f"n_steps: {args.steps}, "
-        f"default methods and metrics, {args.epochs} epochs; OMP_NUM_THREADS=1 per process; "
+        f"methods: {' '.join(args.methods) if args.methods else 'default'}, default metrics, "
+        f"{args.epochs} epochs; OMP_NUM_THREADS=1 per process; "
         f"medians over epochs 2..{args.epochs}; load average {os.getloadavg()[0]:.2f}"
     )
     for devices in args.devices:
@@ -213,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--out-dir", tmp, "--pairs", str(args.pairs), "--steps", str(args.steps),
                    "--epochs", str(args.epochs), "--model", args.model,
                    "--size", str(args.size), "--accelerator", args.accelerator]  # fmt: skip
+            if args.methods:
+                cmd += ["--methods", *args.methods]
             proc = subprocess.run(
                 cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600
             )

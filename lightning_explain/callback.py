@@ -481,9 +481,10 @@ class PairExplanationLogic(_Base):
         return self._sinks
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
-        """One scheduled evaluation. Rank policy: global rank 0 computes, renders and logs, every
-        failure collected; then one broadcast gives every rank the scalars and the failures, so
-        all ranks agree on the outcome (a failure anywhere is counted, or raised, everywhere)."""
+        """One scheduled evaluation. Rank policy: every rank explains its share of the pairs and
+        draws its share of the pictures, global rank 0 logs, every failure collected; then one
+        broadcast gives every rank the scalars and the failures, so all ranks agree on the
+        outcome (a failure anywhere is counted, or raised, everywhere)."""
         probe = self._ensure_probe(trainer, pl_module, final=True)
         if probe is None:  # pragma: no cover - final=True always draws or raises
             return
@@ -718,8 +719,9 @@ class PairExplanationCallback(PairExplanationLogic, _Callback):
     (W&B, TensorBoard, MLflow; PNG/CSV files under ``<log_dir>/explanations/`` otherwise).
 
     Rank policy: under DDP every rank explains and scores its share of the probe pairs, rank 0
-    gathers, renders and logs, and one ``strategy.broadcast`` gives every rank the scalars and the
-    failures (FSDP and DeepSpeed are refused at setup). Cost per probe pair: 2
+    gathers them, every rank draws a share of the pictures, rank 0 logs them, and one
+    ``strategy.broadcast`` gives every rank the scalars and the failures (FSDP and DeepSpeed are
+    refused at setup). Cost per probe pair: 2
     forwards, each method's cost (``method_info(name).cost``) and the metrics' (default set:
     ``4 * n_steps + 2`` forwards); the dry run at fit start costs the same for one pair.
 
