@@ -1,8 +1,9 @@
 """Wall time of one callback evaluation under DDP with 1 and 2 processes, by part.
 
 Every rank explains and scores its share of the probe pairs (``ProbeSet.shard``), rank 0 gathers,
-renders and logs. The script fits a model for ``--epochs`` epochs with the callback at its
-default methods and metrics on ``--pairs`` probe pairs, once per process count, and prints the
+every rank draws a share of the pictures and rank 0 logs them. The script fits a model for
+``--epochs`` epochs with the callback at its default methods (or ``--methods``) and metrics on
+``--pairs`` probe pairs, once per process count, and prints the
 median wall time of the callback's epoch-end hook on rank 0 (the first evaluation, which pays
 for imports, is left out), measured inside the fit, split into its parts:
 
