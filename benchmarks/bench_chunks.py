@@ -26,7 +26,8 @@ Example::
 ``--overhead`` measures instead what the engines cost per chunk besides the model (the
 :data:`lightning_explain._perf.CHUNK_OVERHEAD_S` the chunk probe adds to every candidate): each
 operation with a nearly free model (an average pool) at ``batch_size=16`` and ``256``, the
-difference in time over the difference in forward calls::
+difference in time over the difference in forward calls, and the time of the pixel ranks of
+insertion/deletion against torch's stable argsort::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_chunks.py --overhead --sizes 32 64
 
@@ -54,6 +55,7 @@ from lightning_explain._perf import (
     chunk_tuning,
 )
 from lightning_explain.metrics import evaluate
+from lightning_explain.metrics.functional._common import pixel_ranks
 
 KEYS = [
     "insertion_simultaneous",
@@ -270,6 +272,22 @@ def overhead(args: argparse.Namespace, device: torch.device) -> int:
                 f"{size:>4} {pairs:>5} {op_name:22} {counts[0]:>8} {counts[1]:>9} "
                 f"{times[0]:>7.4f}s {times[1]:>7.4f}s {per_chunk * 1e3:>7.3f} ms"
             )
+        # The pixel ranks of insertion/deletion (both maps of every pair at image size): the
+        # engine's pixel_ranks against torch's stable descending argsort, which it reproduces.
+        maps = torch.rand(2 * pairs, size, size, generator=g).to(device)
+        flat = maps.flatten(1)
+        sort_s, ranks_s = (
+            min(timed(fn, device) for _ in range(max(20, args.repeats)))
+            for fn in (
+                partial(torch.argsort, flat, dim=1, descending=True, stable=True),
+                partial(pixel_ranks, maps),
+            )
+        )
+        print(
+            f"{size:>4} {pairs:>5} pixel ranks of {2 * pairs} maps: torch.argsort(stable) "
+            f"{sort_s * 1e3:.3f} ms, pixel_ranks {ranks_s * 1e3:.3f} ms "
+            f"({sort_s / ranks_s:.2f}x)"
+        )
     return 0
 
 

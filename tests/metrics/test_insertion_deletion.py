@@ -250,3 +250,42 @@ def test_perturbed_pixels_are_exactly_the_image_or_the_substrate(batch_size):
     deleted = (fed == torch.tensor(fill)).all(dim=1).flatten(1).sum(dim=1)
     assert deleted.max() == 100  # the whole track, start to finish
     assert deleted.min() == 0
+
+
+@pytest.mark.parametrize(
+    "maps",
+    [
+        pytest.param(lambda g: torch.rand(5, 9, 31, generator=g), id="distinct"),
+        pytest.param(
+            lambda g: torch.randint(-3, 4, (4, 16, 16), generator=g).float(), id="many-ties"
+        ),
+        pytest.param(
+            lambda g: torch.tensor(
+                [[[0.0, -0.0, 0.0, -0.0, 1.0], [-1.0, float("inf"), -float("inf"), 1e-45, -1e-45]]]
+            ),
+            id="signed-zeros-infinities",
+        ),
+        pytest.param(
+            lambda g: torch.tensor([[[0.0, -0.0], [1e-45, -1e-45]], [[-0.0, 0.0], [-2.5, 2.5]]]),
+            id="signed-zeros-subnormal",
+        ),
+        pytest.param(
+            lambda g: torch.tensor([[[float("nan"), 1.0], [0.0, float("nan")]]]), id="nan"
+        ),
+        pytest.param(lambda g: torch.rand(2, 8, 8, generator=g).half(), id="float16"),
+        pytest.param(lambda g: torch.rand(2, 8, 8, generator=g).bfloat16(), id="bfloat16-ties"),
+        pytest.param(lambda g: torch.rand(2, 8, 8, generator=g, dtype=torch.float64), id="f64"),
+    ],
+)
+def test_raster_ranks_are_the_stable_descending_sort(maps):
+    """The ranks insertion/deletion perturb by are a stable descending sort of the map (ties in
+    raster order), whichever sort computes them."""
+    from lightning_explain.metrics.functional._common import pixel_ranks
+
+    h = maps(torch.Generator().manual_seed(0))
+    flat = h.flatten(1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    expected = torch.empty_like(order).scatter_(
+        1, order, torch.arange(flat.shape[1]).expand_as(order)
+    )
+    assert torch.equal(pixel_ranks(h, "raster"), expected)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -329,11 +330,40 @@ def pixel_ranks(h: Tensor, ties: Ties = "raster") -> Tensor:
     if ties == "paper":
         order = torch.flip(torch.argsort(flat, dim=1), dims=[1])
     else:
-        order = torch.argsort(flat, dim=1, descending=True, stable=True)
+        order = _raster_order(flat)
     ranks = torch.empty_like(order)
     positions = torch.arange(flat.shape[1], device=h.device).expand_as(order)
     ranks.scatter_(1, order, positions)
     return ranks
+
+
+_EXACT_IN_FLOAT32 = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _raster_order(flat: Tensor) -> Tensor:
+    """Pixel indices of ``(B, N)`` values in descending order, ties in index order: ``(B, N)``.
+
+    What ``torch.argsort(flat, dim=1, descending=True, stable=True)`` returns. On a CPU, for
+    values of at most 32 bits without NaN, it is computed as numpy's sort of one unique int64 key per
+    pixel (the value's order-preserving bits, negated, times ``N``, plus the index), whose
+    vectorised quicksort is several times faster than torch's stable sort on a CPU (measured in
+    ``docs/performance.md``). Keys are unique, so the order is the stable one, whatever the sort
+    algorithm. Other devices and dtypes (float64) use torch's sort.
+    """
+    n = int(flat.shape[1])
+    if (
+        flat.device.type != "cpu"
+        or flat.dtype not in _EXACT_IN_FLOAT32
+        or n >= 2**31
+        or bool(torch.isnan(flat).any())
+    ):
+        return torch.argsort(flat, dim=1, descending=True, stable=True)
+    # + 0.0 turns -0.0 into 0.0 (equal values, one key); float16/bfloat16 widen exactly.
+    bits = (flat.detach().to(torch.float32) + 0.0).view(torch.int32).to(torch.int64)
+    # Order-preserving integers: flip the magnitude bits of negative values.
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    key = (-ordered) * n + torch.arange(n, dtype=torch.int64)
+    return torch.from_numpy(np.sort(key.numpy(), axis=1) % n)
 
 
 def minmax_mask(h: Tensor) -> Tensor:
