@@ -27,7 +27,8 @@ Example::
 :data:`lightning_explain._perf.CHUNK_OVERHEAD_S` the chunk probe adds to every candidate): each
 operation with a nearly free model (an average pool) at ``batch_size=16`` and ``256``, the
 difference in time over the difference in forward calls, and the time of the pixel ranks of
-insertion/deletion against torch's stable argsort::
+insertion/deletion against torch's stable argsort and of the blurred substrate against
+torchvision's blur of the contiguous images::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_chunks.py --overhead --sizes 32 64
 
@@ -44,8 +45,10 @@ from functools import partial
 import torch
 from _common import ForwardRecorder, machine_line, resnet18_embedding, timed
 from torch import Tensor, nn
+from torchvision.transforms.v2.functional import gaussian_blur as tv_gaussian_blur
 
 from lightning_explain import explain
+from lightning_explain._core import gaussian_blur, relative_blur
 from lightning_explain._perf import (
     _TUNED,
     AUTOGRAD_BYTES_PER_INPUT_BYTE,
@@ -55,7 +58,7 @@ from lightning_explain._perf import (
     chunk_tuning,
 )
 from lightning_explain.metrics import evaluate
-from lightning_explain.metrics.functional._common import pixel_ranks
+from lightning_explain.metrics.functional._common import BLUR_KERNEL, BLUR_SIGMA, pixel_ranks
 
 KEYS = [
     "insertion_simultaneous",
@@ -287,6 +290,22 @@ def overhead(args: argparse.Namespace, device: torch.device) -> int:
             f"{size:>4} {pairs:>5} pixel ranks of {2 * pairs} maps: torch.argsort(stable) "
             f"{sort_s * 1e3:.3f} ms, pixel_ranks {ranks_s * 1e3:.3f} ms "
             f"({sort_s / ranks_s:.2f}x)"
+        )
+        # The blurred substrate of both images of every pair: torchvision's blur of the
+        # contiguous images against the engine's gaussian_blur (channels-last on a CPU).
+        images = torch.cat([x1, x2])
+        kernel, sigma = relative_blur(size, kernel=BLUR_KERNEL, sigma=BLUR_SIGMA)
+        plain_s, blur_s = (
+            min(timed(fn, device) for _ in range(max(20, args.repeats)))
+            for fn in (
+                partial(tv_gaussian_blur, images, [kernel, kernel], [sigma, sigma]),
+                partial(gaussian_blur, images, kernel, sigma),
+            )
+        )
+        print(
+            f"{size:>4} {pairs:>5} blur (k={kernel}) of {2 * pairs} images: torchvision "
+            f"{plain_s * 1e3:.3f} ms, gaussian_blur {blur_s * 1e3:.3f} ms "
+            f"({plain_s / blur_s:.2f}x)"
         )
     return 0
 

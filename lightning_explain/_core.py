@@ -263,13 +263,24 @@ def grid_blocks(lo: int, hi: int, width: int) -> list[tuple[slice, slice]]:
 
 
 def gaussian_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
-    """Gaussian blur of ``(..., H, W)`` maps or images (torchvision), the paper's k=11, sigma=5."""
+    """Gaussian blur of ``(..., H, W)`` maps or images (torchvision), the paper's k=11, sigma=5.
+
+    On a CPU, ``(B, C, H, W)`` images with several channels are handed to torchvision in the
+    channels-last memory format and the result is made contiguous again: torch's depthwise
+    convolution on a CPU is faster in that format (1.2x to 12x in ``benchmarks/bench_chunks.py
+    --blur``, see ``docs/performance.md``), and the values are those of the contiguous call
+    (equal in every measured case). Other devices use the plain call.
+    """
     from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
 
     squeeze = x.ndim == 3
-    y: Tensor = tv_blur(
-        x.unsqueeze(1) if squeeze else x, [kernel_size, kernel_size], [sigma, sigma]
-    )
+    images = x.unsqueeze(1) if squeeze else x
+    channels_last = images.device.type == "cpu" and images.ndim == 4 and images.shape[1] > 1
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    y: Tensor = tv_blur(images, [kernel_size, kernel_size], [sigma, sigma])
+    if channels_last:
+        y = y.contiguous()
     return y.squeeze(1) if squeeze else y
 
 

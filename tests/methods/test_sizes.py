@@ -32,3 +32,24 @@ def test_substrate_blur_is_the_papers_at_224_px_and_scaled_below() -> None:
     torch.testing.assert_close(blur(small), gaussian_blur(small, 3, 5.0 * 32 / 224))
     tiny = torch.rand(1, 3, 1, 5, generator=g)  # no kernel fits one row: unchanged
     assert torch.equal(blur(tiny), tiny)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "sigma"),
+    [((5, 3, 32, 48), 3, 0.71), ((2, 3, 224, 224), 11, 5.0), ((3, 4, 19, 23), 5, 1.5)],
+)
+def test_gaussian_blur_is_torchvisions_and_returns_contiguous_images(shape, kernel, sigma) -> None:
+    """The channels-last route on a CPU changes the speed, not the values or the layout."""
+    from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
+
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    out = gaussian_blur(x, kernel, sigma)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, tv_blur(x, [kernel, kernel], [sigma, sigma]), rtol=0, atol=1e-6)
+    maps = x[:, 0]
+    torch.testing.assert_close(
+        gaussian_blur(maps, kernel, sigma),
+        tv_blur(maps.unsqueeze(1), [kernel, kernel], [sigma, sigma]).squeeze(1),
+        rtol=0,
+        atol=1e-6,
+    )
