@@ -265,17 +265,23 @@ def grid_blocks(lo: int, hi: int, width: int) -> list[tuple[slice, slice]]:
 def gaussian_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
     """Gaussian blur of ``(..., H, W)`` maps or images (torchvision), the paper's k=11, sigma=5.
 
-    On a CPU, ``(B, C, H, W)`` images with several channels are handed to torchvision in the
-    channels-last memory format and the result is made contiguous again: torch's depthwise
-    convolution on a CPU is faster in that format (1.2x to 12x in ``benchmarks/bench_chunks.py
-    --blur``, see ``docs/performance.md``), and the values are those of the contiguous call
-    (equal in every measured case). Other devices use the plain call.
+    On a CPU, float32 and bfloat16 ``(B, C, H, W)`` images with several channels are handed to
+    torchvision in the channels-last memory format and the result is made contiguous again:
+    torch's depthwise convolution on a CPU is faster in that format for those dtypes (measured by
+    ``benchmarks/bench_chunks.py --overhead``, see ``docs/performance.md``), and the values are
+    those of the contiguous call. Other dtypes (float64 and float16 run slower there) and other
+    devices use the plain call.
     """
     from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
 
     squeeze = x.ndim == 3
     images = x.unsqueeze(1) if squeeze else x
-    channels_last = images.device.type == "cpu" and images.ndim == 4 and images.shape[1] > 1
+    channels_last = (
+        images.device.type == "cpu"
+        and images.dtype in (torch.float32, torch.bfloat16)
+        and images.ndim == 4
+        and images.shape[1] > 1
+    )
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     y: Tensor = tv_blur(images, [kernel_size, kernel_size], [sigma, sigma])

@@ -38,11 +38,14 @@ def test_substrate_blur_is_the_papers_at_224_px_and_scaled_below() -> None:
     ("shape", "kernel", "sigma"),
     [((5, 3, 32, 48), 3, 0.71), ((2, 3, 224, 224), 11, 5.0), ((3, 4, 19, 23), 5, 1.5)],
 )
-def test_gaussian_blur_is_torchvisions_and_returns_contiguous_images(shape, kernel, sigma) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_gaussian_blur_is_torchvisions_and_returns_contiguous_images(
+    shape, kernel, sigma, dtype
+) -> None:
     """The channels-last route on a CPU changes the speed, not the values or the layout."""
     from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
 
-    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0)).to(dtype)
     out = gaussian_blur(x, kernel, sigma)
     assert out.is_contiguous()
     torch.testing.assert_close(out, tv_blur(x, [kernel, kernel], [sigma, sigma]), rtol=0, atol=1e-6)
