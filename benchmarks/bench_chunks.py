@@ -279,12 +279,11 @@ def overhead(args: argparse.Namespace, device: torch.device) -> int:
         # engine's pixel_ranks against torch's stable descending argsort, which it reproduces.
         maps = torch.rand(2 * pairs, size, size, generator=g).to(device)
         flat = maps.flatten(1)
-        sort_s, ranks_s = (
-            min(timed(fn, device) for _ in range(max(20, args.repeats)))
-            for fn in (
-                partial(torch.argsort, flat, dim=1, descending=True, stable=True),
-                partial(pixel_ranks, maps),
-            )
+        sort_s, ranks_s = _fastest(
+            device,
+            max(20, args.repeats),
+            partial(torch.argsort, flat, dim=1, descending=True, stable=True),
+            partial(pixel_ranks, maps),
         )
         print(
             f"{size:>4} {pairs:>5} pixel ranks of {2 * pairs} maps: torch.argsort(stable) "
@@ -295,12 +294,11 @@ def overhead(args: argparse.Namespace, device: torch.device) -> int:
         # contiguous images against the engine's gaussian_blur (channels-last on a CPU).
         images = torch.cat([x1, x2])
         kernel, sigma = relative_blur(size, kernel=BLUR_KERNEL, sigma=BLUR_SIGMA)
-        plain_s, blur_s = (
-            min(timed(fn, device) for _ in range(max(20, args.repeats)))
-            for fn in (
-                partial(tv_gaussian_blur, images, [kernel, kernel], [sigma, sigma]),
-                partial(gaussian_blur, images, kernel, sigma),
-            )
+        plain_s, blur_s = _fastest(
+            device,
+            max(20, args.repeats),
+            partial(tv_gaussian_blur, images, [kernel, kernel], [sigma, sigma]),
+            partial(gaussian_blur, images, kernel, sigma),
         )
         print(
             f"{size:>4} {pairs:>5} blur (k={kernel}) of {2 * pairs} images: torchvision "
@@ -308,6 +306,11 @@ def overhead(args: argparse.Namespace, device: torch.device) -> int:
             f"({plain_s / blur_s:.2f}x)"
         )
     return 0
+
+
+def _fastest(device: torch.device, repeats: int, *fns: Callable[[], object]) -> list[float]:
+    """The fastest of ``repeats`` timed calls of each of ``fns``, in seconds."""
+    return [min(timed(fn, device) for _ in range(repeats)) for fn in fns]
 
 
 FLAT = 1e-5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
 
 from lightning_explain._core import REFERENCE_SIZE, gaussian_blur, relative_blur, relative_pixels
 from lightning_explain.metrics.functional._common import blur
@@ -43,8 +44,6 @@ def test_gaussian_blur_is_torchvisions_and_returns_contiguous_images(
     shape, kernel, sigma, dtype
 ) -> None:
     """The channels-last route on a CPU changes the speed, not the values or the layout."""
-    from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
-
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0)).to(dtype)
     out = gaussian_blur(x, kernel, sigma)
     assert out.is_contiguous()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lightning_explain.metrics import deletion, evaluate, insertion
+from lightning_explain.metrics.functional._common import pixel_ranks
 from tests.helpers import LeftHalfModel, images
 from tests.metrics.reference import Centered, centered_cnn, curve_ref
 
@@ -280,8 +281,6 @@ def test_perturbed_pixels_are_exactly_the_image_or_the_substrate(batch_size):
 def test_raster_ranks_are_the_stable_descending_sort(maps):
     """The ranks insertion/deletion perturb by are a stable descending sort of the map (ties in
     raster order), whichever sort computes them."""
-    from lightning_explain.metrics.functional._common import pixel_ranks
-
     h = maps(torch.Generator().manual_seed(0))
     flat = h.flatten(1)
     order = torch.argsort(flat, dim=1, descending=True, stable=True)
