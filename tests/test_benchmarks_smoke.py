@@ -123,6 +123,25 @@ def test_bench_chunks_smoke():
     assert re.search(r"^worst tuned/floor: \d+\.\d+x", out, re.M), out
 
 
+def test_bench_chunks_overhead_smoke():
+    proc = run_script("bench_chunks.py", "--smoke", "--overhead", "--ops", "insertion+deletion")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^ +16 +2 insertion\+deletion +\d+ +\d+ .* -?\d+\.\d+ ms$", out, re.M), out
+    assert re.search(
+        r"^ +16 +2 pixel ranks of 4 maps: torch\.argsort\(stable\) \d+\.\d+ ms, "
+        r"pixel_ranks \d+\.\d+ ms \(\d+\.\d+x\)$",
+        out,
+        re.M,
+    ), out
+    assert re.search(
+        r"^ +16 +2 blur \(k=3\) of 4 images: torchvision \d+\.\d+ ms, "
+        r"gaussian_blur \d+\.\d+ ms \(\d+\.\d+x\)$",
+        out,
+        re.M,
+    ), out
+
+
 def test_bench_fit_smoke():
     proc = run_script("bench_fit.py", "--smoke")
     assert proc.returncode == 0, proc.stderr
