@@ -75,7 +75,7 @@ from lightning_explain.publish import (
     RenderedPicture,
     build_sinks,
     evaluation_for,
-    figure_dpis,
+    picture_formats,
     plan_rendering,
     publish_evaluation,
     render_jobs,
@@ -550,7 +550,8 @@ class PairExplanationLogic(_Base):
     ) -> list[RenderedPicture]:
         """Under DDP every rank draws its share of the pictures that rank 0 then logs
         (:func:`~lightning_explain.publish.plan_rendering`: grids, captions, curves figures at
-        the sinks' resolutions), and rank 0 gets them all. A collective (one scatter, one gather)
+        the sinks' resolutions, PNG files for the sinks that store them), and rank 0 gets them
+        all. A collective (one scatter, one gather)
         that never raises. ``[]`` with one process, without images, or when rank 0 could not
         plan (then it draws what it logs itself, and reports what fails)."""
         world, rank = int(trainer.world_size), int(trainer.global_rank)
@@ -564,9 +565,9 @@ class PairExplanationLogic(_Base):
         share = scatter_objects(shares, rank=rank, world_size=world)
         drawn: list[RenderedPicture] = []
         if share is not None:
-            jobs, part, dpis, mean, std = share
+            jobs, part, formats, mean, std = share
             drawn = render_jobs(
-                probe, part, jobs, dpis=dpis, mean=mean, std=std, epoch=epoch, step=step
+                probe, part, jobs, formats=formats, mean=mean, std=std, epoch=epoch, step=step
             )
         gathered = gather_objects(drawn, rank=rank, world_size=world)
         return [picture for pictures in gathered for picture in pictures]
@@ -575,16 +576,16 @@ class PairExplanationLogic(_Base):
         self, trainer: Any, probe: ProbeSet, evaluation: ProbeEvaluation, world: int
     ) -> list[Any] | None:
         """Rank 0: what each rank draws (its jobs, the part of the evaluation they need, the
-        sinks' dpis, the display statistics); ``None`` when nothing will be logged."""
+        formats the sinks take, the display statistics); ``None`` when nothing will be logged."""
         if evaluation.failures and self.on_error == "raise":
             return None
         sinks = self._build_sinks(trainer)
         if not sinks:
             return None
-        dpis = figure_dpis(sinks)
+        formats = picture_formats(sinks, prefix=_PREFIX)
         mean, std = self.probe_settings.display_stats(probe)
-        plan = plan_rendering(evaluation, curves=bool(dpis), world_size=world)
-        return [(jobs, evaluation_for(evaluation, jobs), dpis, mean, std) for jobs in plan]
+        plan = plan_rendering(evaluation, curves=formats.curves, world_size=world)
+        return [(jobs, evaluation_for(evaluation, jobs), formats, mean, std) for jobs in plan]
 
     def _compute_and_log(
         self,

@@ -8,8 +8,10 @@ time, and nothing is drawn when there is no sink.
 
 Under DDP the pictures are drawn on every rank: :func:`plan_rendering` shares them out,
 :func:`render_jobs` draws one rank's share (grids, captions, curves rasterised at each sink's
-dpi), and :func:`publish` on rank 0 logs the drawn pictures (``drawn=``) as it would have logged
-its own drawings, pixel for pixel.
+dpi, and already encoded for the sinks that store PNG files, see :func:`picture_formats`), and
+:func:`publish` on rank 0 logs the drawn pictures (``drawn=``) as it would have logged its own
+drawings, pixel for pixel (a sink with a :class:`~lightning_explain.sinks.base.PngEncoder` gets
+the encoded bytes, so rank 0 only writes them).
 
 Logged keys (``<prefix>`` is ``explain`` in the callback):
 
@@ -42,13 +44,14 @@ from lightning_explain.downstream import (
 )
 from lightning_explain.evaluation import InteractionEvaluation, MethodEvaluation, ProbeEvaluation
 from lightning_explain.render import curves_figure, figure_to_image, pair_grid, picture_figure
-from lightning_explain.sinks.base import ExplanationSink, release_figure
+from lightning_explain.sinks.base import ExplanationSink, PngEncoder, release_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
     "MIN_TILE",
+    "PictureFormats",
     "RenderJob",
     "RenderedMethod",
     "RenderedPicture",
@@ -58,6 +61,8 @@ __all__ = [
     "evaluation_for",
     "figure_dpis",
     "match_caption",
+    "picture_formats",
+    "picture_key",
     "plan_rendering",
     "publish",
     "publish_correlations",
@@ -122,14 +127,15 @@ class RenderedMethod:
 
     Attributes:
         label: the method label.
-        grid: ``(3, H, W)`` uint8 pair grid (see :func:`lightning_explain.render.pair_grid`).
+        grid: ``(3, H, W)`` uint8 pair grid (see :func:`lightning_explain.render.pair_grid`);
+            ``None`` when it was drawn on another rank and only its PNG files travelled.
         caption: the grid's caption.
         curves: insertion/deletion key -> ``(B, T + 1)`` per-pair curves (empty without curves).
         title: the curves' title.
     """
 
     label: str
-    grid: Tensor
+    grid: Tensor | None
     caption: str
     curves: Mapping[str, Tensor] = field(default_factory=dict)
     title: str = ""
@@ -273,7 +279,11 @@ class RenderedPicture:
         image: ``(3, H, W)`` uint8 grid of ``"pairs"`` and ``"matches"`` jobs.
         caption: the grid's caption.
         pictures: for ``"curves"``: dpi -> ``(3, H, W)`` uint8 picture of the curves figure drawn
-            at that dpi (:func:`figure_dpis`).
+            at that dpi (:attr:`PictureFormats.dpis`).
+        png: ``(dpi, encoder)`` -> the PNG file of the picture for the sinks with that
+            :attr:`~lightning_explain.sinks.ExplanationSink.png_encoder`
+            (:attr:`PictureFormats.encoders`): ``dpi`` is ``None`` for grids (``image`` is then
+            left out unless a sink takes pixels) and the figure's dpi for ``"curves"``.
         error: ``"<Type>: <message>"`` when drawing failed (then nothing else is set).
     """
 
@@ -281,7 +291,63 @@ class RenderedPicture:
     image: Tensor | None = None
     caption: str = ""
     pictures: Mapping[float, Tensor] = field(default_factory=dict)
+    png: Mapping[tuple[float | None, PngEncoder], bytes] = field(default_factory=dict)
     error: str | None = None
+
+
+def picture_key(prefix: str, job: RenderJob) -> str:
+    """The key :func:`publish` logs the picture of ``job`` under."""
+    if job.kind == "matches":
+        return f"{prefix}/correspondence/{job.label}/matches"
+    return f"{prefix}/{job.label}/{job.kind}"
+
+
+@dataclass(frozen=True)
+class PictureFormats:
+    """What the sinks of an evaluation take, so that the ranks that draw its pictures make
+    exactly that (see :func:`picture_formats`).
+
+    Attributes:
+        pixels: whether a sink takes the grids as pixels (one without a ``png_encoder``).
+        dpis: the resolutions of the curves pictures for the sinks that take figures
+            (:func:`figure_dpis` of the sinks without a ``png_encoder``).
+        encoders: the distinct ``png_encoder`` of the sinks that store PNG files.
+        curve_encoders: ``(dpi, encoder)`` of those that draw curves, at their figure dpi.
+        prefix: the first part of every key (the PNG files hold their key).
+    """
+
+    pixels: bool = True
+    dpis: tuple[float, ...] = ()
+    encoders: tuple[PngEncoder, ...] = ()
+    curve_encoders: tuple[tuple[float, PngEncoder], ...] = ()
+    prefix: str = "explain"
+
+    @property
+    def curves(self) -> bool:
+        """Whether a sink draws curves (then :func:`plan_rendering` plans their figures)."""
+        return bool(self.dpis or self.curve_encoders)
+
+
+def picture_formats(sinks: Sequence[ExplanationSink], *, prefix: str = "explain") -> PictureFormats:
+    """The :class:`PictureFormats` that :func:`publish` logs to ``sinks`` with ``prefix``."""
+    pixel_sinks = [s for s in sinks if s.png_encoder is None]
+    encoders: list[PngEncoder] = []
+    curve_encoders: list[tuple[float, PngEncoder]] = []
+    for sink in sinks:
+        encoder = sink.png_encoder
+        if encoder is None:
+            continue
+        if encoder not in encoders:
+            encoders.append(encoder)
+        if sink.draws_curves and (_sink_dpi(sink), encoder) not in curve_encoders:
+            curve_encoders.append((_sink_dpi(sink), encoder))
+    return PictureFormats(
+        pixels=bool(pixel_sinks),
+        dpis=figure_dpis(pixel_sinks),
+        encoders=tuple(encoders),
+        curve_encoders=tuple(curve_encoders),
+        prefix=prefix,
+    )
 
 
 def _sink_dpi(sink: ExplanationSink) -> float:
@@ -351,19 +417,23 @@ def render_jobs(
     jobs: Sequence[RenderJob],
     *,
     dpis: Sequence[float] = (),
+    formats: PictureFormats | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     epoch: int | None = None,
     step: int | None = None,
 ) -> list[RenderedPicture]:
     """Draw ``jobs`` (a share of :func:`plan_rendering`) as :func:`publish` would: the same
-    grids, captions and curves figures, the latter rasterised at each of ``dpis``. Never raises:
-    a failing job gives a picture with ``error`` set and the next one goes on, so that every
-    rank reaches the collective that follows."""
+    grids, captions and curves figures, the latter rasterised at each of ``dpis``, or in the
+    ``formats`` of the sinks (:func:`picture_formats`; then ``dpis`` is ignored): pixels for the
+    sinks that take them, PNG files for those with a ``png_encoder``. Never raises: a failing
+    job gives a picture with ``error`` set and the next one goes on, so that every rank reaches
+    the collective that follows."""
+    wanted = formats if formats is not None else PictureFormats(dpis=tuple(dpis))
     out = []
     for job in jobs:
         try:
-            out.append(_render_job(probe, evaluation, job, dpis, mean, std, epoch, step))
+            out.append(_render_job(probe, evaluation, job, wanted, mean, std, epoch, step))
         except Exception as err:
             out.append(RenderedPicture(job, error=f"{type(err).__name__}: {err}"))
     return out
@@ -373,31 +443,47 @@ def _render_job(
     probe: ProbeSet,
     evaluation: ProbeEvaluation,
     job: RenderJob,
-    dpis: Sequence[float],
+    formats: PictureFormats,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
     epoch: int | None,
     step: int | None,
 ) -> RenderedPicture:
+    key, at = picture_key(formats.prefix, job), int(step or 0)
+    if job.kind == "curves":
+        method = evaluation[job.label]
+        figure = curves_figure(dict(method.curves), title=_title(method, epoch))
+        try:
+            dpis = {*formats.dpis, *(dpi for dpi, _ in formats.curve_encoders)}
+            drawn = {dpi: figure_to_image(figure, dpi=dpi) for dpi in dpis}
+        finally:
+            release_figure(figure)
+        return RenderedPicture(
+            job,
+            pictures={dpi: drawn[dpi] for dpi in formats.dpis},
+            png={(d, e): e.encode(key, drawn[d], at) for d, e in formats.curve_encoders},
+        )
     if job.kind == "matches":
         found = [r for r in evaluation.interactions if r.label == job.label]
         if not found:
             raise KeyError(f"no correspondence entry {job.label!r} in the evaluation")
-        image = match_grid(
+        image: Tensor | None = match_grid(
             probe.x1, probe.x2, found[0].interaction, mean=mean, std=std, min_tile=MIN_TILE
         )
-        return RenderedPicture(job, image, match_caption(found[0], epoch=epoch, step=step))
-    method = evaluation[job.label]
-    if job.kind == "pairs":
+        text = match_caption(found[0], epoch=epoch, step=step)
+    else:
         rendered = render_method(
-            probe, method, evaluation.sim, mean=mean, std=std, epoch=epoch, step=step
+            probe, evaluation[job.label], evaluation.sim, mean=mean, std=std, epoch=epoch, step=step
         )
-        return RenderedPicture(job, rendered.grid, rendered.caption)
-    figure = curves_figure(dict(method.curves), title=_title(method, epoch))
-    try:
-        return RenderedPicture(job, pictures={d: figure_to_image(figure, dpi=d) for d in dpis})
-    finally:
-        release_figure(figure)
+        image, text = rendered.grid, rendered.caption
+    if image is None:  # pragma: no cover - render_method always draws a grid
+        raise RuntimeError(f"no picture was drawn for {key!r}")
+    return RenderedPicture(
+        job,
+        image if formats.pixels else None,
+        text,
+        png={(None, e): e.encode(key, image, at, text) for e in formats.encoders},
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -479,7 +565,7 @@ def publish(
                     probe, m, evaluation.sim, mean=mean, std=std, epoch=epoch, step=step
                 ),
             )
-        elif pairs.image is not None:
+        elif pairs.error is None:
             title = _title(method, epoch)
             rendered = RenderedMethod(
                 method.label, pairs.image, pairs.caption, method.curves, title
@@ -496,19 +582,16 @@ def publish(
             for sink in sinks:
                 guarded(
                     f"{sink!r}: {key}/pairs",
-                    sink.log_image,
+                    _log_picture,
+                    sink,
                     f"{key}/pairs",
                     rendered.grid,
+                    pairs,
                     step,
                     rendered.caption,
                 )
                 if rendered.curves and not (curves.failed and sink.draws_curves):
-                    guarded(
-                        f"{sink!r}: {key}/curves",
-                        lambda s=sink, k=f"{key}/curves", c=curves: s.log_curves(
-                            k, c.rendered.curves, step, draw=c.draw_for(s)
-                        ),
-                    )
+                    guarded(f"{sink!r}: {key}/curves", curves.log, sink, f"{key}/curves", step)
                 if method.scores:
                     guarded(
                         f"{sink!r}: {key}/scores",
@@ -525,6 +608,8 @@ def publish(
         what = f"rendering correspondence {interaction.label!r}"
         matches = drawn_ok(RenderJob("matches", interaction.label), what)
         if matches is not None:
+            if matches.error is not None:
+                continue
             image, text = matches.image, matches.caption
         else:
             image = guarded(
@@ -534,10 +619,10 @@ def publish(
                 ),
             )
             text = match_caption(interaction, epoch=epoch, step=step)
-        if image is None:
+        if image is None and matches is None:
             continue
         for sink in sinks:
-            guarded(f"{sink!r}: {key}", sink.log_image, key, image, step, text)
+            guarded(f"{sink!r}: {key}", _log_picture, sink, key, image, matches, step, text)
     for sink in sinks:
         guarded(f"{sink!r}.flush", sink.flush)
     return failures
@@ -558,6 +643,18 @@ class _Curves:
         """Whether drawing the figure failed on another rank (reported there: not drawn again)."""
         return self.drawn is not None and self.drawn.error is not None
 
+    def log(self, sink: ExplanationSink, key: str, step: int) -> None:
+        """Log the curves to ``sink``: as the PNG file drawn for it on another rank, or else
+        through :meth:`ExplanationSink.log_curves` (drawing the figure if it asks for one)."""
+        encoder = sink.png_encoder
+        png = None
+        if encoder is not None and self.drawn is not None:
+            png = self.drawn.png.get((_sink_dpi(sink), encoder))
+        if png is not None:
+            sink.log_png_curves(key, self.rendered.curves, png, step)
+        else:
+            sink.log_curves(key, self.rendered.curves, step, draw=self.draw_for(sink))
+
     def draw_for(self, sink: ExplanationSink) -> Callable[[], Figure]:
         """The ``draw`` argument of ``sink.log_curves``: nothing is drawn until it is called."""
         dpi = _sink_dpi(sink)
@@ -577,6 +674,28 @@ class _Curves:
         for figure in self.figures.values():
             release_figure(figure)
         self.figures.clear()
+
+
+def _log_picture(
+    sink: ExplanationSink,
+    key: str,
+    image: Tensor | None,
+    drawn: RenderedPicture | None,
+    step: int,
+    caption: str,
+) -> None:
+    """Log a grid to ``sink``: the PNG file drawn for its ``png_encoder`` on another rank, or
+    else the pixels."""
+    encoder = sink.png_encoder
+    png = drawn.png.get((None, encoder)) if drawn is not None and encoder is not None else None
+    if png is not None:
+        sink.log_png(key, png, step, caption)
+    elif image is not None:
+        sink.log_image(key, image, step, caption)
+    else:
+        raise RuntimeError(
+            f"the picture {key!r} was drawn on another rank without the format this sink takes"
+        )
 
 
 def _raise(message: str) -> None:

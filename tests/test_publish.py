@@ -3,6 +3,7 @@ every picture drawn once somewhere, and rank 0 logs exactly what it would have d
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -22,11 +23,13 @@ from lightning_explain.publish import (
     RenderJob,
     evaluation_for,
     figure_dpis,
+    picture_formats,
     plan_rendering,
     render_jobs,
 )
 from lightning_explain.render import figure_to_image
 from lightning_explain.sinks import ExplanationSink, FileSink, MLflowSink, WandbSink
+from lightning_explain.sinks.base import PngEncoder
 from tests.helpers import TinyCNN, images
 
 
@@ -97,22 +100,34 @@ def png_files(root: Path) -> dict[str, Any]:
 
 
 def drawn_on(
-    probe: ProbeSet, evaluation: ProbeEvaluation, sinks: list[Any], world_size: int, **kw: Any
+    probe: ProbeSet,
+    evaluation: ProbeEvaluation,
+    sinks: list[Any],
+    world_size: int,
+    *,
+    formats: bool = True,
+    **kw: Any,
 ) -> list[RenderedPicture]:
-    """What ``world_size`` ranks draw, each from its part of the evaluation, sent as pickles."""
-    plan = plan_rendering(evaluation, curves=bool(figure_dpis(sinks)), world_size=world_size)
+    """What ``world_size`` ranks draw, each from its part of the evaluation, sent as pickles:
+    in the sinks' formats as the callback asks (``formats``), or as pixels at their dpis."""
+    wanted = picture_formats(sinks)
+    plan = plan_rendering(evaluation, curves=wanted.curves, world_size=world_size)
     out: list[RenderedPicture] = []
     for jobs in plan:
         part = pickle.loads(pickle.dumps(evaluation_for(evaluation, jobs)))
-        drawn = render_jobs(probe, part, jobs, dpis=figure_dpis(sinks), **kw)
+        if formats:
+            drawn = render_jobs(probe, part, jobs, formats=pickle.loads(pickle.dumps(wanted)), **kw)
+        else:
+            drawn = render_jobs(probe, part, jobs, dpis=figure_dpis(sinks), **kw)
         out += pickle.loads(pickle.dumps(drawn))
     return out
 
 
-@pytest.mark.parametrize("world_size", [2, 3, 7])
+@pytest.mark.parametrize(("world_size", "formats"), [(2, True), (3, True), (7, True), (2, False)])
 def test_publish_logs_pictures_drawn_on_other_ranks_as_it_would_draw_them(
     evaluated: tuple[ProbeSet, ProbeEvaluation],
     world_size: int,
+    formats: bool,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -126,12 +141,16 @@ def test_publish_logs_pictures_drawn_on_other_ranks_as_it_would_draw_them(
     alone = sinks(tmp_path / "alone")
     assert publish.publish(alone, evaluation, probe, **context) == 0
     shared = sinks(tmp_path / "shared")
-    drawn = drawn_on(probe, evaluation, shared, world_size, **context)
+    drawn = drawn_on(probe, evaluation, shared, world_size, formats=formats, **context)
+    # In the sinks' formats the file sinks' PNG files travel, encoded where they were drawn.
+    assert all(bool(p.png) == formats for p in drawn)
 
     drew: list[str] = []
     monkeypatch.setattr(publish, "curves_figure", lambda *a, **k: drew.append("curves"))
     monkeypatch.setattr(publish, "pair_grid", lambda *a, **k: drew.append("pairs"))
     monkeypatch.setattr(publish, "match_grid", lambda *a, **k: drew.append("matches"))
+    if formats:  # and rank 0 encodes nothing either
+        monkeypatch.setattr(PngEncoder, "encode", lambda *a, **k: drew.append("encode"))
     assert publish.publish(shared, evaluation, probe, drawn=drawn, **context) == 0
     assert drew == []  # rank 0 drew nothing itself
 
@@ -242,3 +261,101 @@ def test_render_jobs_never_raises(evaluated: tuple[ProbeSet, ProbeEvaluation]) -
     fine = render_jobs(probe, evaluation, [RenderJob("curves", "gradcam")], dpis=(50.0, 100.0))
     assert fine[0].error is None
     assert [tuple(p.shape) for p in fine[0].pictures.values()] == [(3, 180, 250), (3, 360, 500)]
+
+
+def test_pictures_for_file_sinks_only_travel_as_png_files_and_are_written_as_they_are(
+    evaluated: tuple[ProbeSet, ProbeEvaluation], tmp_path: Path
+) -> None:
+    probe, evaluation = evaluated
+    context = dict(epoch=2, step=5)
+    alone = [FileSink(tmp_path / "alone")]
+    assert publish.publish(alone, evaluation, probe, **context) == 0
+    shared = [FileSink(tmp_path / "shared")]
+    formats = picture_formats(shared)
+    assert formats.encoders == (PngEncoder(1, caption_band=True, text_chunks=True),)
+    assert not formats.pixels
+    assert formats.dpis == ()
+    drawn = drawn_on(probe, evaluation, shared, 2, **context)
+    # No pixels travel for a sink that takes PNG files: only the files.
+    assert all(p.image is None and not p.pictures and p.png for p in drawn)
+    assert publish.publish(shared, evaluation, probe, drawn=drawn, **context) == 0
+    written = sorted(
+        p.relative_to(tmp_path / "shared") for p in (tmp_path / "shared").rglob("*.png")
+    )
+    assert written == sorted(
+        p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("*.png")
+    )
+    for name in written:  # byte for byte what the sink encodes itself
+        assert (tmp_path / "shared" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()
+    pairs = next(p for p in drawn if p.job == RenderJob("pairs", "gradcam"))
+    with Image.open(tmp_path / "shared" / written[0].parent / "gradcam.png") as img:
+        assert img.text["Title"] == "explain/gradcam/pairs"
+        assert img.text["Step"] == "5"
+        assert img.text["Description"] == pairs.caption
+
+
+def test_a_sink_with_a_png_encoder_gets_the_bytes_it_would_encode(
+    evaluated: tuple[ProbeSet, ProbeEvaluation],
+) -> None:
+    probe, evaluation = evaluated
+
+    class Encoding(Recording):
+        """Takes PNG files at level 3, no caption band: records what it is handed."""
+
+        @property
+        def png_encoder(self) -> PngEncoder:
+            return PngEncoder(3)
+
+        def log_png(self, key: str, png: bytes, step: int, caption: str | None = None) -> None:
+            self.calls.append(("png", key, step, png, caption))
+
+    sinks: list[Any] = [Encoding(80.0), Recording()]
+    drawn = drawn_on(probe, evaluation, sinks, 3, step=4)
+    assert publish.publish(sinks, evaluation, probe, step=4, drawn=drawn) == 0
+    by_key = {call[1]: call for call in sinks[0].calls}
+    seen = {call[1]: call for call in sinks[1].calls}
+    assert set(by_key) == set(seen)
+    for key, call in by_key.items():
+        if call[0] == "table":
+            continue
+        assert call[0] == "png", call[:2]  # curves through the default log_png_curves
+        pixels = seen[key][3] if seen[key][0] == "image" else None
+        if pixels is None:  # the curves: the Recording sink draws them at its own dpi
+            with Image.open(io.BytesIO(call[3])) as img:
+                assert img.size[0] == pytest.approx(80 / 100 * seen[key][4].shape[2], abs=1)
+            continue
+        assert call[3] == PngEncoder(3).encode(key, pixels, 4, seen[key][4])
+        assert call[4] == seen[key][4]  # the caption
+
+
+def test_tensorboard_gets_from_other_ranks_the_png_files_add_image_would_make(
+    evaluated: tuple[ProbeSet, ProbeEvaluation], tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+    from lightning_explain.sinks import TensorBoardSink
+
+    probe, evaluation = evaluated
+
+    def images(logger: TensorBoardLogger) -> dict[str, list[tuple[int, int, int, bytes]]]:
+        logger.experiment.flush()
+        events = EventAccumulator(logger.log_dir, size_guidance={IMAGES: 0})
+        events.Reload()
+        return {
+            tag: [(e.step, e.width, e.height, e.encoded_image_string) for e in events.Images(tag)]
+            for tag in events.Tags()[IMAGES]
+        }
+
+    alone = TensorBoardLogger(tmp_path / "alone")
+    assert publish.publish([TensorBoardSink(alone)], evaluation, probe, step=3, epoch=1) == 0
+    shared = TensorBoardLogger(tmp_path / "shared")
+    sinks: list[Any] = [TensorBoardSink(shared)]
+    assert picture_formats(sinks).encoders == (PngEncoder(6),)
+    drawn = drawn_on(probe, evaluation, sinks, 2, step=3, epoch=1)
+    assert all(p.image is None and not p.pictures and p.png for p in drawn)
+    assert publish.publish(sinks, evaluation, probe, step=3, epoch=1, drawn=drawn) == 0
+    expected = images(alone)
+    assert len(expected) == 3 * 2 + 1  # grid and curves of 3 methods, the match grid
+    assert images(shared) == expected  # byte for byte the files add_image made

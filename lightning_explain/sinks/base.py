@@ -6,6 +6,11 @@ explanation cycle: :meth:`~ExplanationSink.log_image` for the pair grid,
 curves) and :meth:`~ExplanationSink.log_table` for per-pair scores. Scalars (metric means) do not go
 through sinks: the callback passes them to every logger's ``log_metrics`` and writes them into
 ``trainer.callback_metrics``, where ModelCheckpoint/EarlyStopping can monitor them.
+
+A sink that stores pictures as PNG files may say how (:attr:`ExplanationSink.png_encoder`, a
+:class:`PngEncoder`): under DDP the ranks that draw the pictures then encode them as well, and
+rank 0 only writes the bytes (:meth:`ExplanationSink.log_png`,
+:meth:`ExplanationSink.log_png_curves`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CURVE_COLUMNS",
     "ExplanationSink",
+    "PngEncoder",
     "check_image",
     "check_table",
     "curve_rows",
@@ -132,6 +139,33 @@ class ExplanationSink(ABC):
         """
         self.log_figure(key, draw(), step)
 
+    @property
+    def png_encoder(self) -> PngEncoder | None:
+        """How this sink stores pictures as PNG, if it does: then under DDP the ranks that draw
+        the pictures encode them with it, and rank 0 hands this sink the bytes
+        (:meth:`log_png`, :meth:`log_png_curves`) instead of pixels, so that it only writes
+        them. ``None`` (the default): the sink takes pixels and figures."""
+        return None
+
+    def log_png(self, key: str, png: bytes, step: int, caption: str | None = None) -> None:
+        """Log a picture that :attr:`png_encoder` encoded on another rank: what
+        :meth:`log_image` (``caption`` given) or :meth:`log_figure` would store for it.
+
+        Called only for sinks whose :attr:`png_encoder` is not ``None``, with the bytes of
+        ``png_encoder.encode(key, image, step, caption)``.
+
+        Raises:
+            NotImplementedError: unless the sink implements it.
+        """
+        raise NotImplementedError(
+            f"`{type(self).__name__}` has a `png_encoder` but does not implement `log_png`."
+        )
+
+    def log_png_curves(self, key: str, curves: Mapping[str, Tensor], png: bytes, step: int) -> None:
+        """:meth:`log_curves` with the curves figure already drawn (at :attr:`figure_dpi`) and
+        encoded by :attr:`png_encoder` on another rank. Default: ``log_png(key, png, step)``."""
+        self.log_png(key, png, step)
+
     def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:  # noqa: B027
         """Log a table (e.g. per-pair scores). Default: nothing, for trackers without tables.
 
@@ -163,6 +197,55 @@ class ExplanationSink(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+@dataclass(frozen=True)
+class PngEncoder:
+    """How a sink stores a picture as a PNG file, as a value that travels between ranks: under
+    DDP the rank that draws a picture encodes it (see :attr:`ExplanationSink.png_encoder`).
+
+    Attributes:
+        compress_level: zlib level, 0 (none, largest) to 9 (smallest, slowest).
+        caption_band: write the caption on the picture, in a white band under it
+            (:func:`~lightning_explain.render.captioned`).
+        text_chunks: store the key, the step and the caption as the PNG text chunks ``Title``,
+            ``Step`` and ``Description``.
+    """
+
+    compress_level: int = 1
+    caption_band: bool = False
+    text_chunks: bool = False
+
+    def encode(self, key: str, image: Tensor, step: int, caption: str | None = None) -> bytes:
+        """The PNG file of ``image`` (``(3, H, W)`` uint8, see :func:`check_image`) logged under
+        ``key`` at ``step`` with ``caption``.
+
+        Example:
+            >>> png = PngEncoder().encode("explain/x", torch.zeros(3, 4, 5, dtype=torch.uint8), 0)
+            >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+            True
+        """
+        import io
+
+        from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
+
+        image = check_image(image, owner="PngEncoder.encode")
+        info = PngInfo()
+        if self.text_chunks:
+            info.add_text("Title", key)
+            info.add_text("Step", str(int(step)))
+            if caption is not None:
+                info.add_itxt("Description", str(caption))
+        if caption and self.caption_band:
+            from lightning_explain.render import captioned
+
+            image = captioned(image, str(caption))
+        out = io.BytesIO()
+        Image.fromarray(image_to_numpy(image)).save(
+            out, format="PNG", pnginfo=info, compress_level=self.compress_level
+        )
+        return out.getvalue()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from lightning_explain._io import csv_writer
-from lightning_explain.render import captioned
+from lightning_explain.render import figure_to_image
 from lightning_explain.sinks.base import (
     CURVE_COLUMNS,
     ExplanationSink,
+    PngEncoder,
     check_image,
     check_table,
     curve_rows,
-    image_to_numpy,
     is_global_zero,
     release_figure,
 )
@@ -129,35 +129,27 @@ class FileSink(ExplanationSink):
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    @property
+    def png_encoder(self) -> PngEncoder:
+        """PNG at ``compress_level``, the caption in a band under the picture and in the text
+        chunks with the key and the step: what :meth:`log_image` and :meth:`log_figure` write
+        (under DDP the ranks that draw the pictures encode them, see :meth:`log_png`)."""
+        return PngEncoder(self.compress_level, caption_band=True, text_chunks=True)
+
     def log_image(self, key: str, image: Tensor, step: int, caption: str | None = None) -> None:
         """Write ``image`` as ``<folder>/<key>.png`` (caption in the PNG ``Description`` chunk)."""
-        from PIL import Image
-        from PIL.PngImagePlugin import PngInfo
-
         image = check_image(image, owner="FileSink.log_image")
-        if not is_global_zero():
-            return
-        info = PngInfo()
-        info.add_text("Title", key)
-        info.add_text("Step", str(int(step)))
-        if caption is not None:
-            info.add_itxt("Description", str(caption))
-        if caption:
-            image = captioned(image, str(caption))
-        Image.fromarray(image_to_numpy(image)).save(
-            self._target(key, step, ".png"), pnginfo=info, compress_level=self.compress_level
-        )
+        if is_global_zero():
+            self.log_png(key, self.png_encoder.encode(key, image, step, caption), step)
 
     def log_figure(self, key: str, figure: Figure, step: int) -> None:
-        """Save ``figure`` as ``<folder>/<key>.png``."""
-        if is_global_zero():
-            figure.savefig(
-                self._target(key, step, ".png"),
-                format="png",
-                dpi=self.dpi,
-                pil_kwargs={"compress_level": self.compress_level},
-            )
-        release_figure(figure)
+        """Save ``figure`` as ``<folder>/<key>.png``, drawn at ``dpi``."""
+        try:
+            if is_global_zero():
+                picture = figure_to_image(figure, dpi=self.dpi)
+                self.log_png(key, self.png_encoder.encode(key, picture, step), step)
+        finally:
+            release_figure(figure)
 
     def log_curves(
         self,
@@ -174,6 +166,18 @@ class FileSink(ExplanationSink):
             return
         self.log_table(key, list(CURVE_COLUMNS), curve_rows(curves), step)
         self.log_figure(key, draw(), step)
+
+    def log_png(self, key: str, png: bytes, step: int, caption: str | None = None) -> None:
+        """Write ``png`` (from :attr:`png_encoder`, which holds the caption) as
+        ``<folder>/<key>.png``."""
+        if is_global_zero():
+            self._target(key, step, ".png").write_bytes(png)
+
+    def log_png_curves(self, key: str, curves: Mapping[str, Tensor], png: bytes, step: int) -> None:
+        """:meth:`log_curves` with the figure already encoded: the CSV, then ``png``."""
+        if is_global_zero():
+            self.log_table(key, list(CURVE_COLUMNS), curve_rows(curves), step)
+            self.log_png(key, png, step)
 
     def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
         """Write the table as ``<folder>/<key>.csv`` (header row, then one line per row)."""

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import struct
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from lightning_explain.sinks.base import ExplanationSink, check_image, check_table, require
+from lightning_explain.sinks.base import (
+    ExplanationSink,
+    PngEncoder,
+    check_image,
+    check_table,
+    require,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,6 +48,10 @@ class TensorBoardSink(ExplanationSink):
     * Tables: a Markdown table via ``add_text(key, ..., global_step=step)`` (TEXT tab); TensorBoard
       has no table type.
 
+    Under DDP, with torch's ``SummaryWriter``, the ranks that draw the pictures also encode them
+    as the PNG files ``add_image`` would make (:attr:`png_encoder`), and rank 0 adds them to the
+    event file (:meth:`log_png`).
+
     TensorBoard shows at most 10 images per tag unless launched with
     ``tensorboard --samples_per_plugin images=N`` (N at least the number of evaluations; with
     TensorBoard 2.21, ``images=0`` shows none at all).
@@ -71,6 +82,30 @@ class TensorBoardSink(ExplanationSink):
 
     def log_figure(self, key: str, figure: Figure, step: int) -> None:
         self.writer.add_figure(key, figure, global_step=int(step), close=True)
+
+    @property
+    def png_encoder(self) -> PngEncoder | None:
+        """The PNG file torch's ``add_image`` makes (zlib level 6, no text chunks); ``None``
+        for tensorboardX's writer, which gets pixels."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # pragma: no cover - tensorboardX without tensorboard
+            return None
+        return PngEncoder(6) if isinstance(self.writer, SummaryWriter) else None
+
+    def log_png(self, key: str, png: bytes, step: int, caption: str | None = None) -> None:
+        """Add ``png`` (from :attr:`png_encoder`) to the event file as ``add_image`` would, and
+        the caption as text under ``<key>/caption``."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        if png[12:16] != b"IHDR":
+            raise ValueError(f"`TensorBoardSink.log_png`: {key!r} is not a PNG file.")
+        width, height = struct.unpack(">II", png[16:24])
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
+        summary = Summary(value=[Summary.Value(tag=key, image=image)])
+        self.writer._get_file_writer().add_summary(summary, int(step))
+        if caption is not None:
+            self.writer.add_text(f"{key}/caption", str(caption), global_step=int(step))
 
     def log_table(self, key: str, columns: list[str], rows: list[list[object]], step: int) -> None:
         columns, rows = check_table(columns, rows, owner="TensorBoardSink.log_table")

@@ -23,22 +23,32 @@ from lightning_utilities.core.rank_zero import rank_zero_only
 
 from lightning_explain import sinks
 from lightning_explain.callback import PairExplanationCallback
+from lightning_explain.sinks.base import PngEncoder
 from tests.callback.helpers import FAST, make_module_class
 
 
 def main(root: Path, mode: str = "normal") -> None:
     torch.set_num_threads(1)
-    original = sinks.FileSink.log_image
+    original = sinks.FileSink.log_png
 
-    def recording(self: Any, key: str, image: Any, step: int, caption: Any = None) -> None:
+    def recording(self: Any, key: str, png: bytes, step: int, caption: Any = None) -> None:
         rank = getattr(rank_zero_only, "rank", 0)
         with open(root / f"images_rank{rank}.txt", "a") as f:
             f.write(f"{key} {step}\n")
         if mode == "sink_fails":
             raise OSError("rank 0 lost its disk")
-        original(self, key, image, step, caption)
+        original(self, key, png, step, caption)
 
-    sinks.FileSink.log_image = recording  # type: ignore[method-assign]
+    sinks.FileSink.log_png = recording  # type: ignore[method-assign]
+    encode = PngEncoder.encode
+
+    def encoding(self: Any, key: str, *args: Any, **kwargs: Any) -> bytes:
+        rank = getattr(rank_zero_only, "rank", 0)
+        with open(root / f"encoded_rank{rank}.txt", "a") as f:
+            f.write(f"{key}\n")
+        return encode(self, key, *args, **kwargs)
+
+    PngEncoder.encode = encoding  # type: ignore[method-assign]
 
     import lightning_explain.callback as callback_module
 

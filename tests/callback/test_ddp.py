@@ -35,13 +35,18 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    # Images: rendered and logged by rank 0 only, once per evaluation.
+    # Pictures: written by rank 0 only, once per evaluation.
     logged = (tmp_path / "images_rank0.txt").read_text().split("\n")
     assert [line for line in logged if line] == [
         "explain/gradcam/pairs 2",
+        "explain/gradcam/curves 2",
         "explain/gradcam/pairs 4",
+        "explain/gradcam/curves 4",
     ]
     assert not (tmp_path / "images_rank1.txt").exists()
+    # Each encoded where it was drawn (below): rank 0 only writes rank 1's grid.
+    encoded = {r: (tmp_path / f"encoded_rank{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)}
+    assert encoded == {0: ["explain/gradcam/curves"] * 2, 1: ["explain/gradcam/pairs"] * 2}
 
     # Scalars: identical on both ranks (broadcast from rank 0).
     m0 = json.loads((tmp_path / "metrics_rank0.json").read_text())
@@ -58,7 +63,7 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     assert lines[1][1:] == [str(second), str(second)]  # and pair 1 on rank 1
 
     # Drawing shared: per evaluation, rank 0 drew the curves figure and rank 1 the pair grid
-    # (rank 0 logged both: the image lines above).
+    # (rank 0 wrote both: the lines above).
     drawn = {r: (tmp_path / f"drawn_rank{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)}
     assert drawn == {0: ["curves:gradcam"] * 2, 1: ["pairs:gradcam"] * 2}, drawn
     files = sorted(p.name for p in (tmp_path / "csv" / "version_0" / "explanations").rglob("*"))
